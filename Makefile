@@ -1,0 +1,28 @@
+# Two commands for a fresh machine: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA_DIR ?= data
+
+.PHONY: demo test bench-pipeline lock clean-data
+
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "jplaylist needs Python 3.11+, found " + sys.version' 
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m launch.prepare_data --dataset=demo --data_dir=$(DATA_DIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench-pipeline: $(STAMP)
+	$(PY) -m bench.pipeline --data_dir=$(DATA_DIR)
+
+clean-data:
+	rm -rf $(DATA_DIR)

@@ -1,0 +1,308 @@
+"""The built-in demo corpus: music21 compositions rendered under many ensembles.
+
+`prepare()` picks compositions from the music21 corpus (Bach chorales,
+Palestrina masses, Monteverdi madrigals, Trecento songs, fiddle tunes, Irish
+tunes, German and Chinese folk songs, Classical quartets, Romantic pieces and
+a Joplin rag), renders each several times (`renditions_per_work`) with a
+different ensemble, tempo and key, writes FLAC files and a JSONL manifest with
+structured attributes and text annotations of all four source kinds, and
+builds the TFDS dataset with the same builder that users' own data goes
+through (`jplaylist.data.builder`).
+
+Splits are by composition: every rendition of a composition lands in the same
+split, chosen per collection so each style appears in every split. Everything
+is deterministic from `seed`; rendering runs on `num_workers` processes with
+a progress bar, and is cached under `data_dir/demo_source/<fingerprint>`, so a
+second call with the same settings reuses the files and the dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import traceback
+import zlib
+
+import numpy as np
+import soundfile
+import tqdm
+
+from jplaylist.data import audio_io
+from jplaylist.data import builder as builder_lib
+from jplaylist.data import ontology
+from jplaylist.data.demo import annotations
+from jplaylist.data.demo import catalogue
+from jplaylist.data.demo import instruments as instruments_lib
+from jplaylist.data.demo import render as render_lib
+
+# Bump when rendering or annotation changes, so cached corpora are rebuilt.
+GENERATOR_VERSION = 1
+
+TEMPO_RANGES = {"slow": (50.0, 72.0), "moderate": (80.0, 108.0), "fast": (116.0, 144.0)}
+_MAJOR_NAMES = ("C", "D-flat", "D", "E-flat", "E", "F", "F-sharp", "G", "A-flat",
+                "A", "B-flat", "B")
+_MINOR_NAMES = ("C", "C-sharp", "D", "E-flat", "E", "F", "F-sharp", "G", "G-sharp",
+                "A", "B-flat", "B")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSettings:
+  """What the demo corpus contains. Any change rebuilds it.
+
+  Attributes:
+    num_recordings: recordings in total (some fewer if a score fails to parse).
+    renditions_per_work: recordings of each composition, each with another
+      ensemble, tempo and key.
+    seed: drives every choice.
+    sample_rate: Hz.
+    min_seconds, max_seconds: excerpt length range; a short composition may
+      give a shorter recording.
+    split_fractions: (validation, test) share of each collection's
+      compositions; the rest is train.
+    drop_probability: chance that a recording lacks each of LF, PL, ASET.
+    collections: names from `catalogue.COLLECTIONS`; empty means all.
+  """
+
+  num_recordings: int = 300
+  renditions_per_work: int = 2
+  seed: int = 0
+  sample_rate: int = 16_000
+  min_seconds: float = 12.0
+  max_seconds: float = 24.0
+  split_fractions: tuple[float, float] = (0.15, 0.15)
+  drop_probability: float = 0.1
+  collections: tuple[str, ...] = ()
+
+  def fingerprint(self) -> str:
+    payload = json.dumps({**dataclasses.asdict(self), "v": GENERATOR_VERSION},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rendition:
+  recording_id: str
+  ensemble: str
+  tempo_class: str
+  beats_per_minute: float
+  transpose: int
+  max_seconds: float
+  seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Task:
+  work: catalogue.Work
+  split: str
+  renditions: tuple[_Rendition, ...]
+
+
+def _rng(*keys) -> np.random.Generator:
+  return np.random.default_rng([zlib.crc32(str(k).encode()) for k in keys])
+
+
+def plan(settings: DemoSettings) -> list[_Task]:
+  """Which compositions, in which split, played how. Pure and deterministic."""
+  names = settings.collections or tuple(catalogue.COLLECTIONS)
+  rng = _rng("plan", settings.seed)
+  num_works = int(np.ceil(settings.num_recordings / settings.renditions_per_work))
+  pools = {n: [catalogue.list_works(n)[i] for i in
+               rng.permutation(len(catalogue.list_works(n)))] for n in names}
+  order: list[catalogue.Work] = []
+  while len(order) < num_works and any(pools.values()):
+    for name in names:  # round robin keeps the styles balanced
+      if pools[name] and len(order) < num_works:
+        order.append(pools[name].pop())
+  # Splits by composition, spread along the round-robin order so that every
+  # split sees every style: each work goes to the split furthest below its
+  # target share so far.
+  fractions = np.array([1.0 - sum(settings.split_fractions), *settings.split_fractions])
+  split_names = ("train", "validation", "test")
+  counts = np.zeros(3)
+  tasks, remaining = [], settings.num_recordings
+  ensembles = sorted(instruments_lib.ENSEMBLES)
+  for index, work in enumerate(order):
+    split_index = int(np.argmax(fractions * (index + 1) - counts))
+    counts[split_index] += 1
+    split = split_names[split_index]
+    work_rng = _rng("work", settings.seed, work.id)
+    picked = work_rng.choice(len(ensembles), size=settings.renditions_per_work,
+                             replace=settings.renditions_per_work > len(ensembles))
+    renditions = []
+    for r, ensemble_index in enumerate(picked):
+      tempo_class = ("slow", "moderate", "fast")[int(work_rng.integers(3))]
+      renditions.append(_Rendition(
+          recording_id=f"{work.id}-r{r}",
+          ensemble=ensembles[int(ensemble_index)],
+          tempo_class=tempo_class,
+          beats_per_minute=round(float(work_rng.uniform(*TEMPO_RANGES[tempo_class])), 1),
+          transpose=int(work_rng.integers(-5, 7)),
+          max_seconds=round(float(work_rng.uniform(settings.min_seconds,
+                                                   settings.max_seconds)), 2),
+          seed=int(work_rng.integers(2**31))))
+    tasks.append(_Task(work, split, tuple(renditions)))
+  # Trim the last renditions so the total is exactly num_recordings.
+  trimmed = []
+  for task in tasks:
+    keep = task.renditions[:max(0, remaining)]
+    remaining -= len(keep)
+    if keep:
+      trimmed.append(dataclasses.replace(task, renditions=keep))
+  return trimmed
+
+
+def key_name(tonic: str, mode: str, transpose: int) -> tuple[str, str]:
+  """(tonic spelled for text, "F-sharp minor") after transposition."""
+  pc = (catalogue.pitch_class(tonic) + transpose) % 12
+  tonic_name = (_MINOR_NAMES if mode == "minor" else _MAJOR_NAMES)[pc]
+  return tonic_name, f"{tonic_name} {mode}"
+
+
+def _render_task(args) -> tuple[list[dict], list[str]]:
+  """Parses one composition and renders its renditions (runs in a worker)."""
+  task, audio_dir, settings = args
+  rows, errors = [], []
+  collection = catalogue.COLLECTIONS[task.work.collection]
+  try:
+    slowest = min(r.beats_per_minute for r in task.renditions)
+    longest = max(r.max_seconds for r in task.renditions)
+    score = catalogue.parse(task.work, max_quarters=longest * slowest / 60.0 * 4 + 8)
+  except Exception:  # pylint: disable=broad-except
+    return [], [f"{task.work.id}: could not parse: "
+                f"{traceback.format_exc(limit=1).strip().splitlines()[-1]}"]
+  for rendition in task.renditions:
+    try:
+      audio, part_instruments = render_lib.render(
+          score, render_lib.Performance(
+              rendition.ensemble, rendition.beats_per_minute, rendition.transpose,
+              rendition.max_seconds, rendition.seed), settings.sample_rate)
+    except Exception:  # pylint: disable=broad-except
+      errors.append(f"{rendition.recording_id}: could not render: "
+                    f"{traceback.format_exc(limit=1).strip().splitlines()[-1]}")
+      continue
+    tonic, key = key_name(score.tonic, score.mode, rendition.transpose)
+    ensemble = instruments_lib.ENSEMBLES[rendition.ensemble]
+    distinct = list(dict.fromkeys(part_instruments))
+    attributes = {
+        "composition": task.work.id,
+        "collection": collection.name,
+        "style": collection.style,
+        "genre": score.genre,
+        "composer": score.composer,
+        "title": score.title,
+        "sacred": collection.sacred,
+        "ensemble": rendition.ensemble,
+        "solo": ensemble.solo,
+        "lead_instrument": ensemble.lead,
+        "instruments": distinct,
+        "part_instruments": part_instruments,
+        "instrument_families": list(dict.fromkeys(
+            instruments_lib.INSTRUMENTS[n].family for n in distinct)),
+        "ensemble_size": 1 if ensemble.solo else len(part_instruments),
+        "tempo_class": rendition.tempo_class,
+        "tempo_bpm": rendition.beats_per_minute,
+        "tonic": tonic,
+        "mode": score.mode,
+        "key": key,
+        "metre": score.metre,
+        "metre_class": score.metre_class,
+        "transpose": rendition.transpose,
+        "duration_s": round(len(audio) / settings.sample_rate, 3),
+    }
+    attributes["mood"] = annotations.mood_of(attributes)
+    texts = annotations.annotate(attributes, _rng("text", settings.seed,
+                                                  rendition.recording_id),
+                                 drop_probability=settings.drop_probability)
+    filename = f"{rendition.recording_id}.flac"
+    soundfile.write(os.path.join(audio_dir, filename), audio, settings.sample_rate,
+                    format="FLAC", subtype="PCM_16")
+    rows.append({"id": rendition.recording_id, "audio": f"audio/{filename}",
+                 "split": task.split, "group": task.work.id, "texts": texts,
+                 "attributes": attributes})
+  return rows, errors
+
+
+def render_sources(source_dir: str, settings: DemoSettings, num_workers: int,
+                   ontology_names: set[str]) -> str:
+  """Renders the corpus into `source_dir`; returns the manifest path."""
+  manifest_path = os.path.join(source_dir, "manifest.jsonl")
+  if os.path.exists(os.path.join(source_dir, "DONE")):
+    return manifest_path
+  audio_dir = os.path.join(source_dir, "audio")
+  os.makedirs(audio_dir, exist_ok=True)
+  tasks = plan(settings)
+  work = [(task, audio_dir, settings) for task in tasks]
+  rows, errors = [], []
+  total = sum(len(t.renditions) for t in tasks)
+  progress = tqdm.tqdm(total=total, desc="Rendering demo corpus", unit="rec",
+                       file=sys.stdout, mininterval=1.0)
+  if num_workers > 1:
+    # spawn: workers must not inherit a parent's JAX or thread state.
+    with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+      for task_rows, task_errors in pool.imap_unordered(_render_task, work):
+        rows += task_rows
+        errors += task_errors
+        progress.update(len(task_rows) + len(task_errors))
+  else:
+    for item in work:
+      task_rows, task_errors = _render_task(item)
+      rows += task_rows
+      errors += task_errors
+      progress.update(len(task_rows) + len(task_errors))
+  progress.close()
+  for error in errors:
+    print(f"  skipped {error}")
+  unknown = {label for row in rows for label in row["texts"].get("ASET", ())
+             } - ontology_names
+  if unknown:
+    raise ValueError(f"ASET labels missing from the ontology: {sorted(unknown)}")
+  rows.sort(key=lambda row: row["id"])
+  with open(manifest_path, "w", encoding="utf-8") as f:
+    for row in rows:
+      f.write(json.dumps(row, ensure_ascii=False) + "\n")
+  with open(os.path.join(source_dir, "settings.json"), "w") as f:
+    json.dump({**dataclasses.asdict(settings), "generator_version": GENERATOR_VERSION,
+               "render_errors": errors}, f, indent=1)
+  open(os.path.join(source_dir, "DONE"), "w").close()
+  return manifest_path
+
+
+def prepare(data_dir: str, settings: DemoSettings = DemoSettings(), *,
+            name: str = "demo", num_workers: int = 2,
+            ontology_path: str | None = None, force: bool = False,
+            verbose: bool = True) -> builder_lib.BuildResult:
+  """Renders (or reuses) the demo corpus and builds its TFDS dataset.
+
+  Args:
+    data_dir: root for the rendered sources (`demo_source/<fingerprint>`) and
+      the TFDS data (`music_text/<name>/1.0.0`).
+    settings: what to render.
+    name: the dataset's name under `music_text/`.
+    num_workers: rendering processes.
+    ontology_path: AudioSet ontology JSON (default: `ontology.default_path()`).
+    force: re-render and rebuild even if cached.
+    verbose: print progress and the build report.
+
+  Returns:
+    The builder's result: dataset path, report, whether it was cached.
+  """
+  source_dir = os.path.join(data_dir, "demo_source", settings.fingerprint())
+  if force and os.path.exists(source_dir):
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(source_dir)
+  manifest_path = render_sources(source_dir, settings, num_workers,
+                                 ontology.names(ontology_path))
+  return builder_lib.build(
+      manifest=manifest_path, data_dir=data_dir, name=name,
+      checks=audio_io.AudioChecks(sample_rate=settings.sample_rate),
+      force=force, verbose=verbose)
+
+
+def load_attributes(example: dict) -> dict:
+  """Decodes the JSON attributes of a TFDS example."""
+  raw = example["attributes"]
+  return json.loads(raw.decode() if isinstance(raw, bytes) else raw)

@@ -1,0 +1,191 @@
+"""Training input pipeline: (audio window, text) pairs the way MuLan draws them.
+
+For every example the pipeline
+
+  1. takes a recording from the split (shuffled, deterministic from the seed,
+     sharded per host);
+  2. draws a text source kind with the configured proportions (the patent's
+     SF:LF:PL:ASET = 2:2:1:1). A recording that lacks the drawn kind is drawn
+     again among the kinds it has, in the same proportions among themselves,
+     so no recording is ever dropped for a missing source;
+  3. draws one annotation of that kind uniformly;
+  4. cuts one random 10-s window of audio (recordings shorter than the window
+     are zero-padded at the end, with `audio_mask` False on the padding);
+  5. tokenizes the annotation with a BERT WordPiece vocabulary to
+     `[CLS] ... [SEP]` padded with id 0 to `max_text_length`.
+
+Batches are dicts of numpy arrays with fixed shapes:
+
+  audio        [B, window_samples] float32 in [-1, 1)
+  audio_mask   [B, window_samples] bool, False on padding
+  text_ids     [B, max_text_length] int32
+  text_mask    [B, max_text_length] int32, 1 on real tokens
+  source       [B] int32, index into SOURCES of the drawn kind
+
+Randomness comes from grain's per-record generator, which depends only on the
+seed and the record's position in the sampler's order: batches are the same
+for any number of worker processes, and an iterator restored from
+`get_state()` continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from absl import flags
+import grain
+import numpy as np
+
+from jplaylist.data import audio_io
+from jplaylist.data import builder as builder_lib
+from jplaylist.data import tokenizer as tokenizer_lib
+from jplaylist.data.manifest import SOURCES
+
+PATENT_SOURCE_WEIGHTS = {"SF": 2.0, "LF": 2.0, "PL": 1.0, "ASET": 1.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+  """How examples are drawn (everything but where the data is).
+
+  Attributes:
+    batch_size: examples per batch on this host.
+    seed: shuffling and every random draw.
+    window_seconds: audio window length.
+    max_text_length: tokens per text, [CLS] and [SEP] included (<= 512).
+    source_weights: relative weight of each source kind.
+    shuffle: shuffle records (per epoch).
+    num_epochs: passes over the data; None repeats forever.
+    drop_remainder: drop a last partial batch (keeps shapes fixed).
+    worker_count: grain worker processes (0: in the calling process).
+    shard_index, shard_count: this host's share of the records (multi-host).
+    vocab_path: BERT vocab.txt; None uses the MiniLM package's.
+  """
+
+  batch_size: int = 32
+  seed: int = 0
+  window_seconds: float = 10.0
+  max_text_length: int = 64
+  source_weights: Mapping[str, float] = dataclasses.field(
+      default_factory=lambda: dict(PATENT_SOURCE_WEIGHTS))
+  shuffle: bool = True
+  num_epochs: int | None = None
+  drop_remainder: bool = True
+  worker_count: int = 0
+  shard_index: int = 0
+  shard_count: int = 1
+  vocab_path: str | None = None
+
+  def weights_array(self) -> np.ndarray:
+    unknown = set(self.source_weights) - set(SOURCES)
+    if unknown:
+      raise ValueError(f"source_weights has unknown kinds {sorted(unknown)}; "
+                       f"known: {', '.join(SOURCES)}")
+    weights = np.array([float(self.source_weights.get(s, 0.0)) for s in SOURCES])
+    if np.any(weights < 0) or weights.sum() <= 0:
+      raise ValueError(f"source_weights must be >= 0 with a positive sum: "
+                       f"{dict(self.source_weights)}")
+    return weights
+
+
+def choose_source(available: np.ndarray, weights: np.ndarray,
+                  rng: np.random.Generator) -> int:
+  """Index of the source kind to use for one recording.
+
+  Drawing from the weights restricted to the available kinds is the same as
+  drawing from all kinds and redrawing while the drawn kind is missing. A
+  recording whose only kinds have weight 0 uses them uniformly rather than
+  being dropped.
+
+  Args:
+    available: [len(SOURCES)] bool, kinds the recording has annotations of.
+    weights: [len(SOURCES)] non-negative weights.
+  """
+  masked = np.where(available, weights, 0.0)
+  if masked.sum() <= 0:
+    masked = available.astype(np.float64)
+  return int(rng.choice(len(masked), p=masked / masked.sum()))
+
+
+def cut_window(audio: np.ndarray, window: int,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """A uniformly placed window of `window` samples, zero-padded if short.
+
+  Returns:
+    (samples [window] float32, mask [window] bool: True on real samples).
+  """
+  num_samples = audio.shape[0]
+  mask = np.zeros(window, dtype=bool)
+  out = np.zeros(window, dtype=np.float32)
+  if num_samples >= window:
+    start = int(rng.integers(0, num_samples - window + 1))
+    out[:] = audio_io.int16_to_float(audio[start:start + window])
+    mask[:] = True
+  else:
+    out[:num_samples] = audio_io.int16_to_float(audio)
+    mask[:num_samples] = True
+  return out, mask
+
+
+def _as_str(value) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class MakeExample(grain.transforms.RandomMap):
+  """TFDS record -> one (window, tokenized text) training example."""
+
+  def __init__(self, options: PipelineOptions, sample_rate: int):
+    self.window = int(round(options.window_seconds * sample_rate))
+    self.weights = options.weights_array()
+    self.max_text_length = options.max_text_length
+    self.vocab_path = options.vocab_path
+
+  def random_map(self, element: dict[str, Any], rng: np.random.Generator):
+    texts = element["texts"]
+    available = np.array([len(texts[s]) > 0 for s in SOURCES])
+    source = choose_source(available, self.weights, rng)
+    candidates = texts[SOURCES[source]]
+    text = _as_str(candidates[int(rng.integers(len(candidates)))])
+    audio, audio_mask = cut_window(np.asarray(element["audio"]), self.window, rng)
+    ids, mask = tokenizer_lib.encode([text], self.max_text_length, self.vocab_path)
+    return {"audio": audio, "audio_mask": audio_mask, "text_ids": ids[0],
+            "text_mask": mask[0], "source": np.int32(source)}
+
+
+def make_loader(dataset_path: str, split: str,
+                options: PipelineOptions = PipelineOptions()) -> grain.DataLoader:
+  """A grain DataLoader over one split of a built music-text dataset.
+
+  Args:
+    dataset_path: the dataset's version folder (`builder.build(...).path`).
+    split: "train", "validation" or "test".
+    options: how examples are drawn and batched.
+
+  Returns:
+    A DataLoader; `iter(loader)` yields batch dicts (see module docstring) and
+    supports `get_state()` / `set_state()`.
+  """
+  if options.max_text_length > tokenizer_lib.MAX_POSITIONS:
+    raise ValueError(f"max_text_length {options.max_text_length} exceeds BERT's "
+                     f"{tokenizer_lib.MAX_POSITIONS} positions")
+  if not 0 <= options.shard_index < options.shard_count:
+    raise ValueError(f"shard_index {options.shard_index} not in [0, {options.shard_count})")
+  if options.worker_count > 0 and not flags.FLAGS.is_parsed():
+    # Grain's worker processes read absl flags; outside an absl app (tests,
+    # notebooks) nothing parsed them, so take the defaults.
+    flags.FLAGS.mark_as_parsed()
+  source = builder_lib.open_split(dataset_path, split)
+  sample_rate = builder_lib.sample_rate_of(dataset_path)
+  shard_options = grain.sharding.ShardOptions(
+      shard_index=options.shard_index, shard_count=options.shard_count,
+      drop_remainder=True)
+  sampler = grain.samplers.IndexSampler(
+      num_records=len(source), shard_options=shard_options,
+      shuffle=options.shuffle, num_epochs=options.num_epochs, seed=options.seed)
+  return grain.DataLoader(
+      data_source=source, sampler=sampler,
+      operations=[MakeExample(options, sample_rate),
+                  grain.transforms.Batch(options.batch_size,
+                                         drop_remainder=options.drop_remainder)],
+      worker_count=options.worker_count)
