@@ -23,9 +23,12 @@ Batches are dicts of numpy arrays with fixed shapes:
   source       [B] int32, index into SOURCES of the drawn kind
 
 Randomness comes from grain's per-record generator, which depends only on the
-seed and the record's position in the sampler's order: batches are the same
-for any number of worker processes, and an iterator restored from
-`get_state()` continues exactly where it stopped.
+seed and the record's position in the sampler's order, so every example
+(window and text) is the same for any number of worker processes. Grain deals
+records to workers round-robin and batches within a worker, so how examples
+are grouped into batches depends on `worker_count`: keep it fixed across a
+run. An iterator restored from `get_state()` continues exactly where it
+stopped.
 """
 
 from __future__ import annotations

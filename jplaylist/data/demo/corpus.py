@@ -112,23 +112,34 @@ def plan(settings: DemoSettings) -> list[_Task]:
   num_works = int(np.ceil(settings.num_recordings / settings.renditions_per_work))
   pools = {n: [catalogue.list_works(n)[i] for i in
                rng.permutation(len(catalogue.list_works(n)))] for n in names}
-  order: list[catalogue.Work] = []
-  while len(order) < num_works and any(pools.values()):
+  chosen: dict[str, list[catalogue.Work]] = {n: [] for n in names}
+  total = 0
+  while total < num_works and any(pools.values()):
     for name in names:  # round robin keeps the styles balanced
-      if pools[name] and len(order) < num_works:
-        order.append(pools[name].pop())
-  # Splits by composition, spread along the round-robin order so that every
-  # split sees every style: each work goes to the split furthest below its
-  # target share so far.
-  fractions = np.array([1.0 - sum(settings.split_fractions), *settings.split_fractions])
-  split_names = ("train", "validation", "test")
-  counts = np.zeros(3)
+      if pools[name] and total < num_works:
+        chosen[name].append(pools[name].pop())
+        total += 1
+  # Splits by composition, stratified by collection. Each collection gets its
+  # share of validation and test works, rounded; the rounding error carries
+  # over to the next collection, so small corpora still fill every split.
+  fractions = np.asarray(settings.split_fractions, dtype=np.float64)
+  carry = np.zeros(2)
+  assignments = []
+  for name in names:
+    works = chosen[name]
+    exact = fractions * len(works) + carry
+    held_out = np.floor(exact + 0.5).astype(int)
+    while held_out.sum() > max(len(works) - 1, 1 if len(works) else 0):
+      held_out[int(np.argmax(held_out - exact))] -= 1  # drop the most rounded-up
+    carry = exact - held_out
+    num_validation, num_test = int(held_out[0]), int(held_out[1])
+    for index, work in enumerate(works):
+      assignments.append((work, "test" if index < num_test else
+                          "validation" if index < num_test + num_validation
+                          else "train"))
   tasks, remaining = [], settings.num_recordings
   ensembles = sorted(instruments_lib.ENSEMBLES)
-  for index, work in enumerate(order):
-    split_index = int(np.argmax(fractions * (index + 1) - counts))
-    counts[split_index] += 1
-    split = split_names[split_index]
+  for work, split in assignments:
     work_rng = _rng("work", settings.seed, work.id)
     picked = work_rng.choice(len(ensembles), size=settings.renditions_per_work,
                              replace=settings.renditions_per_work > len(ensembles))
@@ -306,3 +317,31 @@ def load_attributes(example: dict) -> dict:
   """Decodes the JSON attributes of a TFDS example."""
   raw = example["attributes"]
   return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def summarize(dataset_path: str) -> str:
+  """What a built demo dataset holds: counts by split, style, ensemble and source."""
+  import collections  # pylint: disable=g-import-not-at-top
+  lines = []
+  for split in ("train", "validation", "test"):
+    try:
+      source = builder_lib.open_split(dataset_path, split)
+    except ValueError:
+      continue
+    styles, families, ensembles, kinds = (collections.Counter() for _ in range(4))
+    compositions, seconds = set(), 0.0
+    for i in range(len(source)):
+      example = source[i]
+      attributes = load_attributes(example)
+      styles[attributes["style"]] += 1
+      ensembles[attributes["ensemble"]] += 1
+      families.update(attributes["instrument_families"])
+      compositions.add(attributes["composition"])
+      seconds += attributes["duration_s"]
+      kinds.update(k for k, v in example["texts"].items() if len(v))
+    lines.append(f"{split}: {len(source)} recordings of {len(compositions)} "
+                 f"compositions, {seconds / 60:.1f} min of audio")
+    for title, counter in (("styles", styles), ("instrument families", families),
+                           ("ensembles", ensembles), ("text sources", kinds)):
+      lines.append(f"  {title}: " + ", ".join(f"{k} {v}" for k, v in counter.most_common()))
+  return "\n".join(lines)

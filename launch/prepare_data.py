@@ -1,0 +1,75 @@
+r"""Builds a music-text dataset: the built-in demo corpus or your own folder.
+
+The demo corpus (music21 compositions rendered with a General MIDI SoundFont):
+
+  python -m launch.prepare_data --dataset=demo --data_dir=data
+  python -m launch.prepare_data --dataset=demo --num_recordings=1000
+
+Your own audio with a JSONL or CSV manifest of annotations (format in
+jplaylist/data/manifest.py):
+
+  python -m launch.prepare_data --dataset=folder --name=my_corpus \
+      --manifest=/path/to/manifest.jsonl --audio_dir=/path/to/audio
+
+Both print a report of what was kept and what was skipped (and why), saved as
+build_report.json beside the data. This file is intentionally kept short.
+"""
+
+from absl import app
+from absl import flags
+
+from jplaylist.data import audio_io
+from jplaylist.data import builder
+from jplaylist.data.demo import corpus
+
+_DATASET = flags.DEFINE_enum("dataset", "demo", ["demo", "folder"],
+                             "Build the demo corpus or a folder of your own audio.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "data", "TFDS data directory.")
+_NAME = flags.DEFINE_string("name", None, "Dataset name (default: 'demo' for the "
+                            "demo corpus; required for --dataset=folder).")
+_FORCE = flags.DEFINE_bool("force", False, "Rebuild even if an identical build exists.")
+_SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 16_000, "Stored sample rate, Hz.")
+# Demo corpus.
+_NUM_RECORDINGS = flags.DEFINE_integer("num_recordings", 300, "Demo: recordings.")
+_RENDITIONS = flags.DEFINE_integer("renditions_per_work", 2,
+                                   "Demo: renditions of each composition.")
+_SEED = flags.DEFINE_integer("seed", 0, "Demo: seed of every choice.")
+_WORKERS = flags.DEFINE_integer("workers", 2, "Demo: rendering processes.")
+_ONTOLOGY = flags.DEFINE_string("ontology", None, "AudioSet music ontology JSON "
+                                "(default: $JPLAYLIST_ONTOLOGY or ../shared/data).")
+# Your own folder.
+_MANIFEST = flags.DEFINE_string("manifest", None, "Folder: JSONL or CSV manifest.")
+_AUDIO_DIR = flags.DEFINE_string("audio_dir", None,
+                                 "Folder: base of relative audio paths.")
+_MIN_DURATION = flags.DEFINE_float("min_duration", 1.0, "Folder: shortest kept, s.")
+_DOWNMIX = flags.DEFINE_bool("downmix", False,
+                             "Folder: average multi-channel files instead of skipping.")
+
+
+def main(argv):
+  del argv
+  if _DATASET.value == "demo":
+    settings = corpus.DemoSettings(
+        num_recordings=_NUM_RECORDINGS.value,
+        renditions_per_work=_RENDITIONS.value, seed=_SEED.value,
+        sample_rate=_SAMPLE_RATE.value)
+    result = corpus.prepare(_DATA_DIR.value, settings, name=_NAME.value or "demo",
+                            num_workers=_WORKERS.value,
+                            ontology_path=_ONTOLOGY.value, force=_FORCE.value)
+    print("\n" + corpus.summarize(result.path))
+  else:
+    if not _MANIFEST.value or not _NAME.value:
+      raise app.UsageError("--dataset=folder needs --manifest and --name")
+    result = builder.build(
+        manifest=_MANIFEST.value, data_dir=_DATA_DIR.value, name=_NAME.value,
+        audio_dir=_AUDIO_DIR.value, force=_FORCE.value,
+        checks=audio_io.AudioChecks(sample_rate=_SAMPLE_RATE.value,
+                                    min_duration_s=_MIN_DURATION.value,
+                                    downmix=_DOWNMIX.value))
+  print(f"\nDataset ready: {result.path}"
+        f"{' (cached)' if result.cached else ''}\n"
+        f"Build report: {result.path}/{builder.REPORT_FILE}")
+
+
+if __name__ == "__main__":
+  app.run(main)
