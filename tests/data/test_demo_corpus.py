@@ -183,3 +183,12 @@ def test_missing_ontology_fails_with_a_clear_error(tmp_path, monkeypatch):
   with pytest.raises(FileNotFoundError):
     corpus.prepare(str(tmp_path), corpus.DemoSettings(num_recordings=2),
                    ontology_path=str(tmp_path / "nope.json"), verbose=False)
+
+
+def test_parts_entering_late_are_left_out_so_solos_are_not_silent():
+  # BWV 149.7 has instrumental parts that enter only in the last bars.
+  work = catalogue.Work("bach_chorales", os.path.join("bach", "bwv149.7.mxl"))
+  score = catalogue.parse(work, max_quarters=60)
+  assert all(part[0, 0] == 0.0 for part in score.parts)
+  audio, _ = render.render(score, render.Performance("solo violin", 134.5, -2, 13.9, 1))
+  assert len(audio) > 10 * 16_000

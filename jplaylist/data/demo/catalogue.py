@@ -180,6 +180,12 @@ def parse(work: Work, max_quarters: float | None = None) -> Score:
       parts.append(notes)
   if not parts:
     raise ValueError(f"{work.id}: no notes")
+  # Parts that enter late in the excerpt (a cantata's instruments after the
+  # choir, say) would leave a solo of the top part silent: keep those that
+  # play from the first quarter of it.
+  span = max(float(np.max(p[:, 0] + p[:, 1])) for p in parts)
+  early = [p for p in parts if p[0, 0] < 0.25 * span]
+  parts = early or parts
   parts.sort(key=lambda p: -np.median(p[:, 2]))
   key = stream.analyze("key")
   title = (stream.metadata.title if stream.metadata and stream.metadata.title

@@ -40,7 +40,7 @@ from jplaylist.data.demo import instruments as instruments_lib
 from jplaylist.data.demo import render as render_lib
 
 # Bump when rendering or annotation changes, so cached corpora are rebuilt.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 TEMPO_RANGES = {"slow": (50.0, 72.0), "moderate": (80.0, 108.0), "fast": (116.0, 144.0)}
 _MAJOR_NAMES = ("C", "D-flat", "D", "E-flat", "E", "F", "F-sharp", "G", "A-flat",
