@@ -17,6 +17,7 @@ build_report.json beside the data. This file is intentionally kept short.
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from jplaylist.data import audio_io
 from jplaylist.data import builder
@@ -48,6 +49,7 @@ _DOWNMIX = flags.DEFINE_bool("downmix", False,
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # TFDS logs every file it opens at INFO
   if _DATASET.value == "demo":
     settings = corpus.DemoSettings(
         num_recordings=_NUM_RECORDINGS.value,
