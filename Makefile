@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 DATA_DIR ?= data
 
-.PHONY: demo test bench-pipeline lock clean-data
+.PHONY: demo test bench-pipeline clean-data
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "jplaylist needs Python 3.11+, found " + sys.version' 
@@ -15,10 +16,15 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	touch $(STAMP)
 
+# Test-only packages (the PyTorch references of the parity tests).
+$(TEST_STAMP): $(STAMP) requirements-test.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-test.txt
+	touch $(TEST_STAMP)
+
 demo: $(STAMP)
 	$(PY) -m launch.prepare_data --dataset=demo --data_dir=$(DATA_DIR)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests
 
 bench-pipeline: $(STAMP)
