@@ -1,0 +1,164 @@
+"""M-ResNet: the patent's ResNet-50 audio tower over log-mel spectrograms.
+
+A standard ResNet (He et al., 2016; bottleneck blocks for 50, basic blocks for
+18) that treats the log-mel spectrogram as a one-channel image of frames x
+mels, with one change the patent makes: the first 7x7 convolution has stride
+1 instead of 2, so the low-resolution mel axis (64 bands) is not halved
+before the first block. The 3x3/2 max-pool after it is kept. The trunk's
+output is mean-pooled over time and mel, projected by a linear layer to the
+joint dimension (128) and L2-normalised.
+
+BatchNorm keeps running statistics in the `batch_stats` collection. Under
+`jax.jit` with the batch sharded over a mesh, the batch statistics are
+computed over the global batch (the compiler inserts the cross-device
+reductions), which is what synchronous BatchNorm across devices means; under
+`shard_map` set `axis_name` to the mesh's data axis for the same effect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  stage_sizes: tuple[int, ...]
+  bottleneck: bool
+  width: int = 64            # channels of the stem and the first stage
+  stem_kernel: int = 7
+
+
+VARIANTS = {
+    "50": Variant((3, 4, 6, 3), bottleneck=True),
+    "18": Variant((2, 2, 2, 2), bottleneck=False),
+    # For tests and the CPU demo: same topology as 18, one block per stage,
+    # a quarter of the width.
+    "tiny": Variant((1, 1, 1, 1), bottleneck=False, width=16, stem_kernel=3),
+}
+
+
+def decode_variant(name: str) -> Variant:
+  """"50", "18" or "tiny" (also accepts "resnet50" style names)."""
+  key = str(name).lower().removeprefix("resnet").removeprefix("-")
+  if key not in VARIANTS:
+    raise ValueError(f"unknown ResNet variant {name!r}; known: {', '.join(VARIANTS)}")
+  return VARIANTS[key]
+
+
+class BasicBlock(nn.Module):
+  filters: int
+  strides: int
+  norm: Any
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    conv = lambda f, k, s, name: nn.Conv(  # noqa: E731
+        f, (k, k), (s, s), padding=[(k // 2, k // 2)] * 2, use_bias=False,
+        dtype=self.dtype, name=name)
+    residual = x
+    y = nn.relu(self.norm(name="bn1")(conv(self.filters, 3, self.strides, "conv1")(x)))
+    # Zero-initialised last scale: each block starts as the identity (Goyal et al.).
+    y = self.norm(name="bn2", scale_init=nn.initializers.zeros)(
+        conv(self.filters, 3, 1, "conv2")(y))
+    if residual.shape != y.shape:
+      residual = self.norm(name="proj_bn")(conv(self.filters, 1, self.strides, "proj")(x))
+    return nn.relu(residual + y)
+
+
+class BottleneckBlock(nn.Module):
+  filters: int
+  strides: int
+  norm: Any
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    conv = lambda f, k, s, name: nn.Conv(  # noqa: E731
+        f, (k, k), (s, s), padding=[(k // 2, k // 2)] * 2, use_bias=False,
+        dtype=self.dtype, name=name)
+    residual = x
+    y = nn.relu(self.norm(name="bn1")(conv(self.filters, 1, 1, "conv1")(x)))
+    # Stride on the 3x3 (torchvision's "ResNet v1.5").
+    y = nn.relu(self.norm(name="bn2")(conv(self.filters, 3, self.strides, "conv2")(y)))
+    y = self.norm(name="bn3", scale_init=nn.initializers.zeros)(
+        conv(self.filters * 4, 1, 1, "conv3")(y))
+    if residual.shape != y.shape:
+      residual = self.norm(name="proj_bn")(
+          conv(self.filters * 4, 1, self.strides, "proj")(x))
+    return nn.relu(residual + y)
+
+
+class ResNetTrunk(nn.Module):
+  """The convolutional trunk: [B, frames, mels] -> [B, frames', mels', C]."""
+
+  variant: str = "50"
+  axis_name: str | None = None
+  bn_momentum: float = 0.9
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, log_mel: jax.Array, *, train: bool = False) -> jax.Array:
+    spec = decode_variant(self.variant)
+    norm = lambda **kw: nn.BatchNorm(  # noqa: E731
+        use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
+        dtype=self.dtype, axis_name=self.axis_name if train else None, **kw)
+    x = log_mel[..., None].astype(self.dtype)
+    k = spec.stem_kernel
+    # The patent's change: stride 1 (not 2) in the first convolution.
+    x = nn.Conv(spec.width, (k, k), (1, 1), padding=[(k // 2, k // 2)] * 2,
+                use_bias=False, dtype=self.dtype, name="stem_conv")(x)
+    x = nn.relu(norm(name="stem_bn")(x))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    block = BottleneckBlock if spec.bottleneck else BasicBlock
+    for stage, num_blocks in enumerate(spec.stage_sizes):
+      for index in range(num_blocks):
+        x = block(filters=spec.width * 2**stage,
+                  strides=2 if stage > 0 and index == 0 else 1, norm=norm,
+                  dtype=self.dtype, name=f"stage{stage + 1}_block{index + 1}")(x)
+    return x
+
+
+class Model(nn.Module):
+  """M-ResNet audio tower: log-mel -> L2-normalised [B, embed_dim].
+
+  Attributes:
+    variant: "50", "18" or "tiny".
+    embed_dim: joint embedding size (the patent's d = 128).
+    axis_name: mesh axis for BatchNorm statistics under shard_map.
+    dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
+  """
+
+  variant: str = "50"
+  embed_dim: int = 128
+  axis_name: str | None = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, log_mel: jax.Array, *, train: bool = False) -> jax.Array:
+    """Args: log_mel: [B, frames, mels]. Returns: [B, embed_dim] float32, unit norm."""
+    features = ResNetTrunk(self.variant, self.axis_name, dtype=self.dtype,
+                           name="trunk")(log_mel, train=train)
+    pooled = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
+    embedding = nn.Dense(self.embed_dim, name="projection")(pooled)
+    return l2_normalize(embedding)
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  x = x.astype(jnp.float32)
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps))
+
+
+def count_params(tree) -> int:
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(tree))
+
+
+def stage_channels(variant: str) -> Sequence[int]:
+  spec = decode_variant(variant)
+  return [spec.width * 2**s * (4 if spec.bottleneck else 1)
+          for s in range(len(spec.stage_sizes))]
