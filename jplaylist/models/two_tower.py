@@ -1,0 +1,138 @@
+"""The two-tower model: an audio tower and a text tower sharing no weights.
+
+Following the patent's MuLan model, the audio tower (M-ResNet-50 or AST) maps
+a 10-s waveform window, through the on-device log-mel frontend, to an
+L2-normalised 128-d embedding; the text tower (BERT, [CLS] output) maps a
+tokenized text to the same space. The model also owns the learned softmax
+temperature of the contrastive loss, parametrised so that it always lies in
+(0, 1]:
+
+  temperature = exp(-softplus(raw))
+
+which is 1 only in the limit raw -> -inf and tends to 0 as raw grows; its
+initial value is configurable.
+
+Towers are chosen by name (`audio_tower="resnet" | "ast"`, variants by the
+towers' own `decode_variant`), so a config picks everything:
+`Model.from_config(config.model)`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jplaylist.audio import frontend as frontend_lib
+from jplaylist.models import ast as ast_lib
+from jplaylist.models import bert as bert_lib
+from jplaylist.models import resnet as resnet_lib
+
+AUDIO_TOWERS = ("resnet", "ast")
+
+
+def temperature_from_raw(raw: jax.Array) -> jax.Array:
+  """exp(-softplus(raw)), in (0, 1]."""
+  return jnp.exp(-jax.nn.softplus(raw))
+
+
+def raw_from_temperature(temperature: float) -> float:
+  """Inverse of `temperature_from_raw` for 0 < temperature < 1."""
+  if not 0.0 < temperature < 1.0:
+    raise ValueError(f"initial temperature must be in (0, 1), got {temperature}")
+  return math.log(math.expm1(-math.log(temperature)))
+
+
+class Model(nn.Module):
+  """Audio tower + text tower + temperature.
+
+  Attributes:
+    audio_tower: "resnet" or "ast".
+    audio_variant: e.g. "50", "18", "tiny" (resnet) or "base", "tiny" (ast).
+    text_variant: "base", "minilm-l6" or "tiny".
+    frontend: log-mel preset name ("resnet": 64 mels, "ast": 128 mels).
+    embed_dim: joint dimension d.
+    initial_temperature: temperature at initialisation, in (0, 1).
+    text_dropout: dropout rate in the text tower (training only).
+    specaugment: time/frequency masking applied in training, or None.
+    dtype: compute dtype of both towers; parameters stay float32.
+  """
+
+  audio_tower: str = "resnet"
+  audio_variant: str = "50"
+  text_variant: str = "base"
+  frontend: str = "resnet"
+  embed_dim: int = 128
+  initial_temperature: float = 0.1
+  text_dropout: float = 0.1
+  specaugment: frontend_lib.SpecAugment | None = frontend_lib.SpecAugment()
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    config = frontend_lib.decode(self.frontend)
+    if self.audio_tower == "resnet":
+      self.audio = resnet_lib.Model(variant=self.audio_variant,
+                                    embed_dim=self.embed_dim, dtype=self.dtype)
+    elif self.audio_tower == "ast":
+      if config.num_frames is None:
+        raise ValueError("the AST tower needs a frontend with fixed num_frames")
+      self.audio = ast_lib.Model(variant=self.audio_variant, embed_dim=self.embed_dim,
+                                 num_mel_bins=config.num_mels,
+                                 num_frames=config.num_frames, dtype=self.dtype)
+    else:
+      raise ValueError(f"unknown audio tower {self.audio_tower!r}; "
+                       f"known: {', '.join(AUDIO_TOWERS)}")
+    self.text = bert_lib.Model(variant=self.text_variant, embed_dim=self.embed_dim,
+                               dropout_rate=self.text_dropout, dtype=self.dtype)
+    self.temperature_raw = self.param(
+        "temperature_raw",
+        lambda _: jnp.asarray(raw_from_temperature(self.initial_temperature),
+                              jnp.float32))
+
+  def log_mel(self, audio: jax.Array, *, train: bool = False) -> jax.Array:
+    """Waveforms [B, samples] -> log-mel [B, frames, mels] (SpecAugment in training)."""
+    spectrogram = frontend_lib.log_mel(audio, self.frontend)
+    if train and self.specaugment is not None:
+      spectrogram = self.specaugment(spectrogram, self.make_rng("specaugment"))
+    return spectrogram
+
+  def embed_audio(self, audio: jax.Array, *, train: bool = False) -> jax.Array:
+    """[B, samples] float32 waveforms -> [B, embed_dim], unit norm."""
+    return self.audio(self.log_mel(audio, train=train), train=train)
+
+  def embed_text(self, text_ids: jax.Array, text_mask: jax.Array, *,
+                 train: bool = False) -> jax.Array:
+    """[B, L] token ids and mask -> [B, embed_dim], unit norm."""
+    return self.text(text_ids, text_mask, train=train)
+
+  def temperature(self) -> jax.Array:
+    return temperature_from_raw(self.temperature_raw)
+
+  def __call__(self, audio, text_ids, text_mask, *, train: bool = False):
+    """Returns (audio embeddings [B, d], text embeddings [B, d], temperature [])."""
+    return (self.embed_audio(audio, train=train),
+            self.embed_text(text_ids, text_mask, train=train),
+            self.temperature())
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, **overrides) -> "Model":
+    """Builds the model from a `config.model` ConfigDict (see configs/common.py)."""
+    fields = dict(config)
+    specaugment = fields.pop("specaugment", None)
+    if specaugment is not None and not isinstance(specaugment, frontend_lib.SpecAugment):
+      specaugment = frontend_lib.SpecAugment(**dict(specaugment))
+    return cls(specaugment=specaugment, **fields, **overrides)
+
+
+def init(model: Model, rng: jax.Array, *, batch_size: int = 1, num_samples: int | None = None,
+         text_length: int = 16):
+  """Initialises all variables with dummy inputs of the right shapes."""
+  config = frontend_lib.decode(model.frontend)
+  num_samples = num_samples or config.window_samples
+  audio = jnp.zeros((batch_size, num_samples), jnp.float32)
+  ids = jnp.zeros((batch_size, text_length), jnp.int32)
+  return model.init({"params": rng}, audio, ids, jnp.ones_like(ids), train=False)
