@@ -18,6 +18,7 @@ def input_pipeline(*, data_dir: str = "data", dataset: str = "demo",
   config.source_weights = ml_collections.ConfigDict(
       {"SF": 2.0, "LF": 2.0, "PL": 1.0, "ASET": 1.0})
   config.worker_count = 0
+  config.num_shards = 0                # input shards; 0: one per process
   config.vocab_path = ml_collections.FieldReference(None, field_type=str)
   return config
 
@@ -37,4 +38,54 @@ def model(*, audio_tower: str = "resnet", audio_variant: str = "50",
   config.text_dropout = 0.1
   config.specaugment = ml_collections.ConfigDict(dict(
       num_time_masks=2, max_time_width=40, num_freq_masks=2, max_freq_width=8))
+  return config
+
+
+def optimizer(*, learning_rate: float = 5e-5, warmup_steps: int = 0,
+              weight_decay: float = 1e-4) -> ml_collections.ConfigDict:
+  """Adam with decoupled weight decay and the patent's step decay (x0.9 / 40K steps)."""
+  config = ml_collections.ConfigDict()
+  config.learning_rate = learning_rate
+  config.decay_steps = 40_000
+  config.decay_rate = 0.9
+  config.warmup_steps = warmup_steps
+  config.b1 = 0.9
+  config.b2 = 0.999
+  config.eps = 1e-8
+  config.weight_decay = weight_decay
+  config.grad_clip_norm = 0.0          # 0: no clipping
+  config.accumulation_steps = 1        # micro-batches per update
+  # (regex on the parameter path, steps): e.g. (("^text/", 1000),) keeps the
+  # text tower frozen for its first 1000 steps.
+  config.freeze = ()
+  return config
+
+
+def loss(*, kind: str = "mulan", implementation: str = "gather") -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.kind = kind                   # mulan | clip | siglip
+  config.implementation = implementation  # gather | ring (sharded) | plain
+  config.temperature_min = 1e-3        # optional clamp of the learned temperature
+  config.temperature_max = 1.0
+  config.initial_bias = -10.0          # siglip only
+  return config
+
+
+def training(config: ml_collections.ConfigDict, *, num_train_steps: int,
+             log_every: int = 50, checkpoint_every: int = 1000,
+             eval_every: int = 1000) -> ml_collections.ConfigDict:
+  """Loop settings shared by every experiment (set on `config` in place)."""
+  config.seed = 0
+  config.mesh = (("data", -1),)        # (axis, size); -1: all remaining devices
+  config.param_rules = ()              # ((regex, partition spec), ...)
+  config.compute_dtype = "float32"     # or "bfloat16" (parameters stay float32)
+  config.num_train_steps = num_train_steps
+  config.log_every = log_every
+  config.checkpoint_every = checkpoint_every
+  config.keep_checkpoints = 3
+  config.eval_every = eval_every
+  config.eval_batches = 4
+  config.max_nonfinite_steps = 10      # consecutive non-finite steps before stopping
+  config.warm_start = ml_collections.ConfigDict(dict(
+      text_bert="", audio_ast="", text_workdir="", audio_workdir=""))
   return config

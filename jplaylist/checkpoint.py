@@ -1,0 +1,84 @@
+"""Orbax checkpoints of a training run, and warm starts from other runs.
+
+A checkpoint holds the train state (parameters, BatchNorm statistics,
+optimizer state, step), the input iterators' states (so a resumed run sees
+exactly the batches it would have seen) and the resolved config. Saves are
+asynchronous; the last `max_to_keep` are kept. A checkpoint becomes visible
+only once it is complete, so a run killed mid-save (even with SIGKILL)
+resumes from the previous one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class Checkpointer:
+  """Saves and restores (state, input states, config) in `workdir/checkpoints`."""
+
+  def __init__(self, workdir: str, *, max_to_keep: int = 3,
+               save_interval_steps: int = 1000, async_save: bool = True):
+    self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
+            enable_async_checkpointing=async_save, cleanup_tmp_directories=True))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, input_states: list[bytes],
+           config: ml_collections.ConfigDict | None = None, *, force: bool = False) -> bool:
+    """Saves if `step` is on the interval (or `force`); returns whether it did."""
+    args = {"state": ocp.args.StandardSave(state),
+            "input": ocp.args.JsonSave({"iterators": [s.decode() for s in input_states]})}
+    if config is not None:
+      args["config"] = ocp.args.JsonSave(config.to_dict())
+    return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+
+  def restore(self, abstract_state, step: int | None = None):
+    """Restores onto the shardings of `abstract_state` (any device count).
+
+    Returns:
+      (state, input states as bytes, saved config dict).
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        input=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
+    return (restored["state"], [s.encode() for s in restored["input"]["iterators"]],
+            restored["config"])
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def restore_params(workdir: str, step: int | None = None) -> dict[str, Any]:
+  """The parameters of another run's checkpoint, as host numpy arrays.
+
+  Used to warm-start a tower from a jplaylist workdir: the result's
+  ["audio"] or ["text"] subtree replaces the new model's.
+  """
+  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      read_only=True)) as manager:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {directory}")
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore()))
+  return jax.tree_util.tree_map(lambda x: jax.device_get(x), restored["state"]["params"])

@@ -1,0 +1,71 @@
+"""Device meshes, parameter sharding rules, and host batches to global arrays.
+
+The default is data parallelism: a 1-D mesh over every device named "data",
+parameters replicated, batches split along their first axis. Large towers
+can shard parameters over a second "model" axis with regex rules on the
+parameter path, e.g. `(("text/encoder/layer_\\d+/intermediate/dense/kernel",
+(None, "model")),)`; the first matching rule wins and unmatched parameters
+are replicated.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def make_mesh(axes: Sequence[tuple[str, int]] = (("data", -1),),
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A mesh from (name, size) pairs; one size may be -1 (all remaining devices)."""
+  devices = list(devices if devices is not None else jax.devices())
+  names = [name for name, _ in axes]
+  sizes = [int(size) for _, size in axes]
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if sizes.count(-1) > 1 or len(devices) % known:
+    raise ValueError(f"mesh {dict(axes)} does not fit {len(devices)} devices")
+  sizes = [len(devices) // known if s == -1 else s for s in sizes]
+  if int(np.prod(sizes)) != len(devices):
+    raise ValueError(f"mesh {dict(zip(names, sizes))} needs {int(np.prod(sizes))} "
+                     f"devices, have {len(devices)}")
+  return Mesh(np.asarray(devices).reshape(sizes), names)
+
+
+def _path_str(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def param_specs(params, rules: Sequence[tuple[str, Sequence[str | None]]] = ()) -> Any:
+  """PartitionSpec per parameter from regex rules (first match wins)."""
+  compiled = [(re.compile(pattern), P(*spec)) for pattern, spec in rules]
+
+  def spec_for(path, leaf):
+    name = _path_str(path)
+    for regex, spec in compiled:
+      if regex.search(name):
+        if len(spec) > np.ndim(leaf):
+          raise ValueError(f"rule {regex.pattern!r} gives {spec} for {name} of "
+                           f"shape {np.shape(leaf)}")
+        return spec
+    return P()
+  return jax.tree_util.tree_map_with_path(spec_for, params)
+
+
+def shardings(mesh: Mesh, specs) -> Any:
+  return jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), specs,
+                                is_leaf=lambda x: isinstance(x, P))
+
+
+def batch_sharding(mesh: Mesh, data_axis: str = "data") -> NamedSharding:
+  return NamedSharding(mesh, P(data_axis))
+
+
+def host_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh,
+                         data_axis: str = "data") -> dict[str, jax.Array]:
+  """This host's slice of the global batch -> global arrays split over data_axis."""
+  sharding = batch_sharding(mesh, data_axis)
+  return {k: jax.make_array_from_process_local_data(sharding, v)
+          for k, v in batch.items()}

@@ -1,0 +1,370 @@
+"""Contrastive training of the two-tower model: `train_and_evaluate(config, workdir)`.
+
+The patent's MuLan training: audio windows and text annotations of the same
+recording are pulled together, those of different recordings pushed apart,
+by a cross-modal contrastive loss with a learned temperature, negatives
+taken from the whole global batch across devices. Reads top to bottom:
+mesh, input, model and optimizer, sharding and state, update step,
+checkpoint, evals, loop.
+
+Resuming is exact: a run restarted in the same workdir restores parameters,
+optimizer state, step and the input iterators' positions from the latest
+checkpoint, and every random draw depends only on (seed, step), so it
+continues with the same batches, masks and dropout as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jplaylist import checkpoint as checkpoint_lib
+from jplaylist import losses
+from jplaylist import sharding as sharding_lib
+from jplaylist.data import pipeline
+from jplaylist.models import ast as ast_lib
+from jplaylist.models import bert as bert_lib
+from jplaylist.models import two_tower
+from jplaylist.trainers import optimizer as optimizer_lib
+from jplaylist.trainers import summary
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+class NonFiniteError(RuntimeError):
+  """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+def _dataset_path(config: ml_collections.ConfigDict) -> str:
+  return os.path.join(config.input.data_dir, "music_text", config.input.dataset, "1.0.0")
+
+
+def make_loaders(config: ml_collections.ConfigDict, split: str, *, train: bool):
+  """This host's input loaders: one per input shard it owns.
+
+  The global batch is split into `num_shards` shards (default: one per
+  process) of batch_size / num_shards examples each; a host concatenates its
+  shards. Decoupling shards from processes lets one process reproduce the
+  exact global batches of a multi-host run.
+  """
+  num_shards = config.input.get("num_shards") or jax.process_count()
+  if num_shards % jax.process_count() or config.input.batch_size % num_shards:
+    raise ValueError(f"input.num_shards={num_shards} must be a multiple of the "
+                     f"{jax.process_count()} processes and divide batch_size "
+                     f"{config.input.batch_size}")
+  per_host = num_shards // jax.process_count()
+  first = jax.process_index() * per_host
+  options = pipeline.PipelineOptions(
+      batch_size=config.input.batch_size // num_shards, seed=config.seed,
+      window_seconds=config.input.window_seconds,
+      max_text_length=config.input.max_text_length,
+      source_weights=dict(config.input.source_weights), shuffle=train,
+      num_epochs=None if train else 1, worker_count=config.input.worker_count,
+      shard_count=num_shards, vocab_path=config.input.get("vocab_path"))
+  return [pipeline.make_loader(_dataset_path(config), split,
+                               _replace(options, shard_index=first + i))
+          for i in range(per_host)]
+
+
+def _replace(options, **changes):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  return dataclasses.replace(options, **changes)
+
+
+def _next_host_batch(iterators) -> dict[str, np.ndarray]:
+  parts = [next(it) for it in iterators]
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def build_model(config: ml_collections.ConfigDict) -> two_tower.Model:
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
+  return two_tower.Model.from_config(config.model, dtype=dtype)
+
+
+def initial_variables(model: two_tower.Model, config: ml_collections.ConfigDict,
+                      rng: jax.Array) -> dict[str, Any]:
+  """Model variables, plus the SigLIP bias when the loss needs one."""
+  variables = dict(two_tower.init(model, rng))
+  params = dict(variables["params"])
+  if config.loss.kind == "siglip":
+    params["loss_bias"] = jnp.asarray(config.loss.initial_bias, jnp.float32)
+  return {"params": params, "batch_stats": variables.get("batch_stats", {})}
+
+
+def warm_start(params: dict[str, Any], config: ml_collections.ConfigDict,
+               log=print) -> dict[str, Any]:
+  """Replaces towers with outside weights as `config.warm_start` asks.
+
+  Fields (empty = none): text_bert (Hugging Face BERT folder or file, or
+  "minilm" for the packaged all-MiniLM-L6-v2), audio_ast (Hugging Face AST
+  checkpoint), text_workdir / audio_workdir (another jplaylist run: its
+  latest checkpoint's tower).
+  """
+  spec = config.get("warm_start") or {}
+  params = dict(params)
+  if spec.get("text_bert"):
+    path = bert_lib.default_minilm_path() if spec.text_bert == "minilm" else spec.text_bert
+    params["text"], report = bert_lib.load(params["text"], path)
+    log(f"text tower warm-started from {report['source']} "
+        f"({len(report['loaded'])} tensors; ignored {report['ignored']})")
+  if spec.get("audio_ast"):
+    params["audio"], report = ast_lib.load(params["audio"], spec.audio_ast)
+    log(f"audio tower warm-started from {spec.audio_ast} "
+        f"({len(report['loaded'])} tensors; resized {report['resized']})")
+  for tower in ("text", "audio"):
+    workdir = spec.get(f"{tower}_workdir")
+    if workdir:
+      other = checkpoint_lib.restore_params(workdir)[tower]
+      jax.tree_util.tree_map(_check_same_shape, params[tower], other)
+      params[tower] = jax.tree_util.tree_map(jnp.asarray, other)
+      log(f"{tower} tower warm-started from {workdir}")
+  return params
+
+
+def _check_same_shape(new, old):
+  if np.shape(new) != np.shape(old):
+    raise ValueError(f"warm start: shape {np.shape(old)} does not fit {np.shape(new)}")
+
+
+def _global_norm(tree) -> jax.Array:
+  return optax.global_norm(tree)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (or resumes) in `workdir`; returns the last train and eval metrics."""
+  os.makedirs(workdir, exist_ok=True)
+
+  # ----------------------------------------------------------------- mesh ----
+  mesh = sharding_lib.make_mesh(tuple(tuple(a) for a in config.mesh))
+  data_axis = mesh.axis_names[0]
+  global_batch = config.input.batch_size
+  if global_batch % mesh.shape[data_axis]:
+    raise ValueError(f"batch_size {global_batch} is not divisible by the "
+                     f"{mesh.shape[data_axis]} devices on axis {data_axis!r}")
+
+  # ---------------------------------------------------------------- input ----
+  train_iterators = [iter(loader) for loader in make_loaders(config, "train", train=True)]
+
+  # --------------------------------------------------- model and optimizer ----
+  model = build_model(config)
+  optimizer, schedule = optimizer_lib.make(config.optimizer)
+  accumulation = max(1, config.optimizer.get("accumulation_steps", 1))
+
+  def init_state(rng):
+    variables = initial_variables(model, config, rng)
+    return TrainState(step=jnp.zeros([], jnp.int32), params=variables["params"],
+                      batch_stats=variables["batch_stats"],
+                      opt_state=optimizer.init(variables["params"]))
+
+  # ------------------------------------------------------ sharding, state ----
+  rng = jax.random.key(config.seed)
+  init_rng, train_rng = jax.random.split(rng)
+  abstract = jax.eval_shape(init_state, init_rng)
+  param_specs = sharding_lib.param_specs(abstract.params, config.get("param_rules", ()))
+
+  def state_specs(state):
+    # Optimizer moments follow their parameters; counters are replicated.
+    return TrainState(
+        step=jax.sharding.PartitionSpec(), params=param_specs,
+        batch_stats=jax.tree_util.tree_map(lambda _: jax.sharding.PartitionSpec(),
+                                           state.batch_stats),
+        opt_state=optax.tree_map_params(
+            optimizer, lambda _, spec: spec, state.opt_state, param_specs,
+            transform_non_params=lambda _: jax.sharding.PartitionSpec(),
+            is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)))
+
+  state_shardings = sharding_lib.shardings(mesh, state_specs(abstract))
+  abstract = jax.tree_util.tree_map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+      state_shardings)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  train_rng = jax.device_put(train_rng, replicated)
+  batch_sharding = sharding_lib.batch_sharding(mesh, data_axis)
+
+  checkpointer = checkpoint_lib.Checkpointer(
+      workdir, max_to_keep=config.keep_checkpoints,
+      save_interval_steps=config.checkpoint_every)
+  writer = summary.Writer(workdir, config.num_train_steps)
+  if checkpointer.latest_step() is not None:
+    state, input_states, _ = checkpointer.restore(abstract)
+    for iterator, saved in zip(train_iterators, input_states, strict=True):
+      iterator.set_state(saved)
+    writer.message(f"resumed from step {int(state.step)} in {checkpointer.directory}")
+  else:
+    state = jax.jit(init_state, out_shardings=state_shardings)(init_rng)
+    params = warm_start(state.params, config, log=writer.message)
+    state = state.replace(params=jax.device_put(params, state_shardings.params))
+  first_step = int(state.step)
+  writer.progress.n = first_step if writer.enabled else 0
+
+  # ---------------------------------------------------------- update step ----
+  if config.loss.implementation == "plain":
+    loss_fn = functools.partial(losses.contrastive_loss, kind=config.loss.kind)
+    compute_loss = lambda za, zt, t, b: loss_fn(za=za, zt=zt, temperature=t, bias=b)  # noqa: E731
+  else:
+    sharded = losses.make_sharded_loss(mesh, data_axis=data_axis, kind=config.loss.kind,
+                                       implementation=config.loss.implementation)
+    compute_loss = lambda za, zt, t, b: sharded(za, zt, t, b)  # noqa: E731
+
+  def temperature_of(params):
+    t = two_tower.temperature_from_raw(params["temperature_raw"])
+    return jnp.clip(t, config.loss.temperature_min, config.loss.temperature_max)
+
+  def forward(params, batch_stats, batch, rng, train):
+    variables = {"params": {k: v for k, v in params.items() if k != "loss_bias"}}
+    if batch_stats:
+      variables["batch_stats"] = batch_stats
+    specaugment_rng, dropout_rng = jax.random.split(rng)
+    outputs = model.apply(
+        variables, batch["audio"], batch["text_ids"], batch["text_mask"], train=train,
+        rngs={"specaugment": specaugment_rng, "dropout": dropout_rng},
+        mutable=["batch_stats"] if (train and batch_stats) else False)
+    (za, zt, _), new_state = outputs if (train and batch_stats) else (outputs, {})
+    loss, metrics = compute_loss(za, zt, temperature_of(params), params.get("loss_bias"))
+    return loss, (metrics, new_state.get("batch_stats", batch_stats))
+
+  def update(state: TrainState, batch, rng):
+    step_rng = jax.random.fold_in(rng, state.step)
+    grad_fn = jax.value_and_grad(forward, has_aux=True)
+    (loss, (metrics, batch_stats)), grads = grad_fn(state.params, state.batch_stats,
+                                                    batch, step_rng, True)
+    grad_norm = _global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                     opt_state=opt_state)
+    # A non-finite step is not applied: everything but the step stays as it was.
+    kept = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new,
+                                  state.replace(step=state.step + 1))
+    metrics = dict(metrics, grad_norm=grad_norm, param_norm=_global_norm(state.params),
+                   learning_rate=schedule(state.step // accumulation),
+                   nonfinite=1.0 - finite.astype(jnp.float32))
+    return kept, metrics
+
+  update = jax.jit(update, in_shardings=(state_shardings, batch_sharding, replicated),
+                   out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+  # ----------------------------------------------------------- checkpoint ----
+  stop_requested = []
+
+  def request_stop(signum, frame):
+    del frame
+    stop_requested.append(signum)
+  previous_handlers = {s: signal.signal(s, request_stop)
+                       for s in (signal.SIGTERM, signal.SIGINT)}
+
+  def save(step, force=False):
+    return checkpointer.save(step, state, [it.get_state() for it in train_iterators],
+                             config, force=force)
+
+  # ---------------------------------------------------------------- evals ----
+  @functools.partial(jax.jit, in_shardings=(state_shardings, batch_sharding),
+                     out_shardings=replicated)
+  def eval_step(state, batch):
+    loss, (metrics, _) = forward(state.params, state.batch_stats, batch,
+                                 jax.random.key(0), False)
+    del loss
+    return metrics
+
+  def evaluate(step):
+    if not config.eval_every:
+      return {}
+    iterators = [iter(l) for l in make_loaders(config, config.input.eval_split, train=False)]
+    totals, count = {}, 0
+    for _ in range(config.eval_batches):
+      try:
+        host = _next_host_batch(iterators)
+      except StopIteration:
+        break
+      metrics = jax.device_get(eval_step(state, sharding_lib.host_batch_to_global(
+          host, mesh, data_axis)))
+      for k, v in metrics.items():
+        totals[k] = totals.get(k, 0.0) + float(v)
+      count += 1
+    if not count:
+      writer.message(f"eval: split {config.input.eval_split!r} has fewer than "
+                     f"{global_batch} examples; skipped")
+      return {}
+    results = {k: v / count for k, v in totals.items()}
+    results["uniform_logits_loss"] = losses.uniform_logits_loss(global_batch, config.loss.kind)
+    writer.scalars(step, results, prefix="eval")
+    writer.message(f"step {step}: eval loss {results['loss']:.4f} (uniform logits: "
+                   f"{results['uniform_logits_loss']:.4f}), accuracy a->t "
+                   f"{results['accuracy_audio_to_text']:.3f}")
+    return results
+
+  # ----------------------------------------------------------------- loop ----
+  last_train, last_eval, consecutive_nonfinite, nonfinite_total = {}, {}, 0, 0
+  wait_time, window_start, window_steps = 0.0, time.perf_counter(), 0
+  step = first_step
+  try:
+    while step < config.num_train_steps and not stop_requested:
+      wait_start = time.perf_counter()
+      host = _next_host_batch(train_iterators)
+      batch = sharding_lib.host_batch_to_global(host, mesh, data_axis)
+      wait_time += time.perf_counter() - wait_start
+      state, metrics = update(state, batch, train_rng)
+      step += 1
+      window_steps += 1
+      if step % config.log_every == 0 or step == config.num_train_steps:
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        elapsed = time.perf_counter() - window_start
+        metrics["examples_per_second"] = window_steps * global_batch / elapsed
+        metrics["data_wait_fraction"] = wait_time / elapsed
+        last_train = metrics
+        writer.scalars(step, metrics)
+        wait_time, window_start, window_steps = 0.0, time.perf_counter(), 0
+      else:
+        metrics = {"nonfinite": float(metrics["nonfinite"]), "loss": metrics["loss"]}
+      if metrics["nonfinite"]:
+        consecutive_nonfinite += 1
+        nonfinite_total += 1
+        writer.message(f"step {step}: non-finite loss or gradient, update skipped "
+                       f"({consecutive_nonfinite} in a row, {nonfinite_total} in all)")
+        if consecutive_nonfinite >= config.max_nonfinite_steps:
+          raise NonFiniteError(
+              f"{consecutive_nonfinite} consecutive steps had a non-finite loss or "
+              f"gradient (up to step {step}); stopping. The last good checkpoint "
+              f"is step {checkpointer.latest_step()} in {checkpointer.directory}; "
+              f"lower the learning rate or check the input data.")
+      else:
+        consecutive_nonfinite = 0
+        save(step)  # the manager saves only on its interval
+      writer.advance(1, {"loss": float(metrics["loss"])} if step % config.log_every == 0
+                     else None)
+      if config.eval_every and step % config.eval_every == 0:
+        last_eval = evaluate(step)
+    if stop_requested:
+      writer.message(f"signal {stop_requested[0]}: saving step {step} and stopping")
+      if not consecutive_nonfinite:
+        save(step, force=True)
+    elif step and checkpointer.latest_step() != step and not consecutive_nonfinite:
+      save(step, force=True)
+    if config.eval_every and step == config.num_train_steps and not last_eval:
+      last_eval = evaluate(step)
+  finally:
+    checkpointer.close()
+    writer.close()
+    for signum, handler in previous_handlers.items():
+      signal.signal(signum, handler)
+  return {"train": last_train, "eval": last_eval, "step": step,
+          "uniform_logits_loss": losses.uniform_logits_loss(global_batch, config.loss.kind),
+          "ln_batch": math.log(global_batch)}

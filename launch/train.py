@@ -1,0 +1,62 @@
+r"""Trains the two-tower model: `train_and_evaluate(config, workdir)` from flags.
+
+  python -m launch.train --config=configs/demo.py --workdir=workdirs/demo
+  python -m launch.train --config=configs/mulan.py:audio=ast --workdir=/tmp/m \
+      --config.input.batch_size=64 --config.optimizer.learning_rate=1e-4
+
+Config fields can be overridden with --config.FIELD=VALUE; the config is
+locked, so a misspelled or ill-typed field is rejected with a message that
+names it. Multi-host: pass --coordinator_address, --num_processes and
+--process_id (or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+JAX_PROCESS_ID) and every host runs the same command. Restarting in the same
+workdir resumes from the latest checkpoint. This file is intentionally kept
+short.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from jplaylist.trainers import contrastive
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs, metrics.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "Multi-host: host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)
+  coordinator = _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if coordinator:
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=_NUM_PROCESSES.value or int(os.environ["JAX_NUM_PROCESSES"]),
+        process_id=(_PROCESS_ID.value if _PROCESS_ID.value is not None
+                    else int(os.environ["JAX_PROCESS_ID"])))
+  # Surface accidental host<->device copies inside the training loop.
+  jax.config.update("jax_transfer_guard", "log")
+  result = contrastive.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  if jax.process_index() == 0:
+    workdir = os.path.abspath(_WORKDIR.value)
+    print(f"\nTrained to step {result['step']}.")
+    if result["eval"]:
+      print(f"Held-out contrastive loss {result['eval']['loss']:.4f} "
+            f"(uniform logits: {result['uniform_logits_loss']:.4f}); "
+            f"audio->text accuracy {result['eval']['accuracy_audio_to_text']:.3f}")
+    print(f"Checkpoints: {workdir}/checkpoints\n"
+          f"TensorBoard: tensorboard --logdir {workdir}/tensorboard")
+
+
+if __name__ == "__main__":
+  app.run(main)
