@@ -36,6 +36,7 @@ def model(*, audio_tower: str = "resnet", audio_variant: str = "50",
   config.embed_dim = embed_dim
   config.initial_temperature = initial_temperature
   config.text_dropout = 0.1
+  config.train_text_encoder = True
   config.specaugment = ml_collections.ConfigDict(dict(
       num_time_masks=2, max_time_width=40, num_freq_masks=2, max_freq_width=8))
   return config

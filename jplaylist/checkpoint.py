@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"
@@ -70,15 +71,23 @@ class Checkpointer:
 def restore_params(workdir: str, step: int | None = None) -> dict[str, Any]:
   """The parameters of another run's checkpoint, as host numpy arrays.
 
-  Used to warm-start a tower from a jplaylist workdir: the result's
-  ["audio"] or ["text"] subtree replaces the new model's.
+  Works whatever the device count that saved it (the arrays are read whole
+  onto the host). Used to warm-start a tower from a jplaylist workdir: the
+  result's ["audio"] or ["text"] subtree replaces the new model's.
   """
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      read_only=True)) as manager:
-    step = manager.latest_step() if step is None else step
-    if step is None:
+  if step is None:
+    steps = [int(name) for name in os.listdir(directory) if name.isdigit()] \
+        if os.path.isdir(directory) else []
+    if not steps:
       raise FileNotFoundError(f"no checkpoint in {directory}")
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore()))
-  return jax.tree_util.tree_map(lambda x: jax.device_get(x), restored["state"]["params"])
+    step = max(steps)
+  path = os.path.join(directory, str(step), "state")
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(path)
+  tree = getattr(metadata, "item_metadata", metadata)
+  tree = getattr(tree, "tree", tree)
+  restore_args = jax.tree_util.tree_map(
+      lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  return state["params"]

@@ -20,11 +20,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 def make_mesh(axes: Sequence[tuple[str, int]] = (("data", -1),),
               devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A mesh from (name, size) pairs; one size may be -1 (all remaining devices)."""
+  """A mesh from (name, size) pairs.
+
+  One size may be -1: all remaining devices. With every size given, the mesh
+  takes the first prod(sizes) devices (e.g. to resume a run on fewer).
+  """
   devices = list(devices if devices is not None else jax.devices())
   names = [name for name, _ in axes]
   sizes = [int(size) for _, size in axes]
   known = int(np.prod([s for s in sizes if s != -1]))
+  if -1 not in sizes and known < len(devices):
+    devices = devices[:known]
   if sizes.count(-1) > 1 or len(devices) % known:
     raise ValueError(f"mesh {dict(axes)} does not fit {len(devices)} devices")
   sizes = [len(devices) // known if s == -1 else s for s in sizes]

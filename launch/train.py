@@ -39,6 +39,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   coordinator = _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS")
   if coordinator:
+    # Cross-process collectives on CPU hosts (no effect on GPU/TPU).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=coordinator,
         num_processes=_NUM_PROCESSES.value or int(os.environ["JAX_NUM_PROCESSES"]),

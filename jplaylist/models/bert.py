@@ -263,11 +263,15 @@ class Model(nn.Module):
     embed_dim: size of the shared audio-text embedding space.
     dropout_rate: encoder dropout (hidden and attention), when training.
     dtype: compute dtype of the encoder and projection; the output is float32.
+    train_encoder: False stops gradients at the encoder's output, so only the
+      projection trains (and no backward pass runs through the encoder);
+      the encoder then also runs without dropout.
   """
 
   variant: str = "base"
   embed_dim: int = 128
   dropout_rate: float = 0.1
+  train_encoder: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -285,7 +289,10 @@ class Model(nn.Module):
     sequence, _ = BertEncoder(**decode_variant(self.variant),
                               dropout_rate=self.dropout_rate,
                               attention_dropout_rate=self.dropout_rate, dtype=self.dtype,
-                              name="encoder")(text_ids, text_mask, train=train)
+                              name="encoder")(text_ids, text_mask,
+                                              train=train and self.train_encoder)
+    if not self.train_encoder:
+      sequence = jax.lax.stop_gradient(sequence)
     z = nn.Dense(self.embed_dim, dtype=self.dtype, name="projection")(sequence[:, 0])
     z = z.astype(jnp.float32)
     # rsqrt of a clamped squared norm: finite value and gradient at z == 0.

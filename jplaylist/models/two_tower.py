@@ -58,6 +58,8 @@ class Model(nn.Module):
     embed_dim: joint dimension d.
     initial_temperature: temperature at initialisation, in (0, 1).
     text_dropout: dropout rate in the text tower (training only).
+    train_text_encoder: False keeps the text encoder fixed (only its
+      projection trains), e.g. a warm-started MiniLM on a small corpus.
     specaugment: time/frequency masking applied in training, or None.
     dtype: compute dtype of both towers; parameters stay float32.
   """
@@ -69,6 +71,7 @@ class Model(nn.Module):
   embed_dim: int = 128
   initial_temperature: float = 0.1
   text_dropout: float = 0.1
+  train_text_encoder: bool = True
   specaugment: frontend_lib.SpecAugment | None = frontend_lib.SpecAugment()
   dtype: Any = jnp.float32
 
@@ -87,7 +90,8 @@ class Model(nn.Module):
       raise ValueError(f"unknown audio tower {self.audio_tower!r}; "
                        f"known: {', '.join(AUDIO_TOWERS)}")
     self.text = bert_lib.Model(variant=self.text_variant, embed_dim=self.embed_dim,
-                               dropout_rate=self.text_dropout, dtype=self.dtype)
+                               dropout_rate=self.text_dropout,
+                               train_encoder=self.train_text_encoder, dtype=self.dtype)
     self.temperature_raw = self.param(
         "temperature_raw",
         lambda _: jnp.asarray(raw_from_temperature(self.initial_temperature),

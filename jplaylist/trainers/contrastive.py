@@ -24,6 +24,7 @@ from typing import Any
 
 import flax
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -143,8 +144,16 @@ def _check_same_shape(new, old):
     raise ValueError(f"warm start: shape {np.shape(old)} does not fit {np.shape(new)}")
 
 
+def _put(tree, shardings):
+  """Host values (the same on every process) -> global arrays with `shardings`.
+
+  device_put cannot target devices of other processes; a jitted identity can.
+  """
+  return jax.jit(lambda x: x, out_shardings=shardings)(tree)
+
+
 def _global_norm(tree) -> jax.Array:
-  return optax.global_norm(tree)
+  return optax.tree.norm(tree)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -164,7 +173,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # --------------------------------------------------- model and optimizer ----
   model = build_model(config)
-  optimizer, schedule = optimizer_lib.make(config.optimizer)
+  optimizer, schedule = optimizer_lib.make(
+      config.optimizer,
+      frozen=() if config.model.get("train_text_encoder", True) else ("^text/encoder/",))
   accumulation = max(1, config.optimizer.get("accumulation_steps", 1))
 
   def init_state(rng):
@@ -195,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
       state_shardings)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  train_rng = jax.device_put(train_rng, replicated)
+  train_rng = _put(train_rng, replicated)
   batch_sharding = sharding_lib.batch_sharding(mesh, data_axis)
 
   checkpointer = checkpoint_lib.Checkpointer(
@@ -203,16 +214,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       save_interval_steps=config.checkpoint_every)
   writer = summary.Writer(workdir, config.num_train_steps)
   if checkpointer.latest_step() is not None:
-    state, input_states, _ = checkpointer.restore(abstract)
+    try:
+      state, input_states, _ = checkpointer.restore(abstract)
+    except ValueError as e:
+      raise ValueError(
+          f"the checkpoint in {checkpointer.directory} does not fit this config "
+          f"(a different model or optimizer?); use a new workdir or the config "
+          f"saved with it. Orbax said: {str(e)[:500]}") from e
     for iterator, saved in zip(train_iterators, input_states, strict=True):
       iterator.set_state(saved)
     writer.message(f"resumed from step {int(state.step)} in {checkpointer.directory}")
   else:
     state = jax.jit(init_state, out_shardings=state_shardings)(init_rng)
     params = warm_start(state.params, config, log=writer.message)
-    state = state.replace(params=jax.device_put(params, state_shardings.params))
+    state = state.replace(params=_put(params, state_shardings.params))
   first_step = int(state.step)
-  writer.progress.n = first_step if writer.enabled else 0
+  writer.start_at(first_step)
 
   # ---------------------------------------------------------- update step ----
   if config.loss.implementation == "plain":
@@ -321,6 +338,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       host = _next_host_batch(train_iterators)
       batch = sharding_lib.host_batch_to_global(host, mesh, data_axis)
       wait_time += time.perf_counter() - wait_start
+      if step == first_step and jax.process_count() > 1:
+        # Compile before the first collective, then meet: otherwise one host
+        # may wait for another's compilation longer than the collectives'
+        # connection timeout.
+        update = update.lower(state, batch, train_rng).compile()
+        multihost_utils.sync_global_devices("jplaylist: train step compiled")
       state, metrics = update(state, batch, train_rng)
       step += 1
       window_steps += 1
@@ -356,7 +379,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.message(f"signal {stop_requested[0]}: saving step {step} and stopping")
       if not consecutive_nonfinite:
         save(step, force=True)
-    elif step and checkpointer.latest_step() != step and not consecutive_nonfinite:
+    elif checkpointer.latest_step() != step and not consecutive_nonfinite:
       save(step, force=True)
     if config.eval_every and step == config.num_train_steps and not last_eval:
       last_eval = evaluate(step)

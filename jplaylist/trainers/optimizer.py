@@ -5,7 +5,8 @@ x`decay_rate` (0.9) every `decay_steps` (40K) steps, as the patent trains
 M-ResNet-50 (initial 5e-5) and M-AST (4e-5). Weight decay is decoupled
 (AdamW) and applies to matrices and kernels only, not to biases, norms or the
 temperature. A tower can be frozen for its first N steps (its gradients are
-zeroed before Adam sees them, so its moments start clean), and gradients can
+zeroed before Adam sees them, so its moments start clean, and its updates
+after, so weight decay leaves it alone), and gradients can
 be accumulated over k micro-batches (optax.MultiSteps).
 """
 
@@ -68,22 +69,32 @@ def freeze_until(step_count: int, pattern: str) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def make(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation,
-                                                      optax.Schedule]:
+_FOREVER = 2**31 - 1
+
+
+def make(config: ml_collections.ConfigDict, *, frozen: tuple[str, ...] = ()
+         ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer of `config.optimizer` and its learning-rate schedule.
 
   Fields: learning_rate, decay_steps, decay_rate, warmup_steps, b1, b2, eps,
   weight_decay, grad_clip_norm (0: none), accumulation_steps (1: none),
   freeze (list of (pattern, steps)).
+
+  Args:
+    config: the optimizer config.
+    frozen: path patterns of parameters that never train.
   """
   schedule = learning_rate_schedule(config)
-  chain = []
-  for pattern, steps in config.get("freeze", ()) or ():
-    chain.append(freeze_until(int(steps), pattern))
+  freeze = [(pattern, int(steps)) for pattern, steps in config.get("freeze", ()) or ()]
+  freeze += [(pattern, _FOREVER) for pattern in frozen]
+  # Frozen gradients are zeroed before Adam (its moments stay clean) and the
+  # updates again after it (weight decay must not shrink frozen weights).
+  chain = [freeze_until(steps, pattern) for pattern, steps in freeze]
   if config.get("grad_clip_norm"):
     chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
   chain.append(optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
                            weight_decay=config.weight_decay, mask=decay_mask))
+  chain += [freeze_until(steps, pattern) for pattern, steps in freeze]
   optimizer = optax.chain(*chain)
   if config.get("accumulation_steps", 1) > 1:
     optimizer = optax.MultiSteps(optimizer, every_k_schedule=config.accumulation_steps)

@@ -18,7 +18,7 @@ import tqdm
 class Writer:
   """Writes scalars to `workdir/tensorboard` and `workdir/metrics.jsonl`."""
 
-  def __init__(self, workdir: str, total_steps: int, initial_step: int = 0):
+  def __init__(self, workdir: str, total_steps: int):
     self.enabled = jax.process_index() == 0
     self.tensorboard_dir = os.path.join(workdir, "tensorboard")
     if not self.enabled:
@@ -26,7 +26,7 @@ class Writer:
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self.tensorboard = SummaryWriter(self.tensorboard_dir)
     self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
-    self.progress = tqdm.tqdm(total=total_steps, initial=initial_step, unit="step",
+    self.progress = tqdm.tqdm(total=total_steps, unit="step",
                               desc="train", file=sys.stdout, dynamic_ncols=True,
                               mininterval=2.0)
 
@@ -37,6 +37,11 @@ class Writer:
       self.tensorboard.add_scalar(f"{prefix}/{name}", value, step)
     self.jsonl.write(json.dumps({"step": step, "split": prefix,
                                  **{k: float(v) for k, v in metrics.items()}}) + "\n")
+
+  def start_at(self, step: int):
+    """Where the progress bar starts (a resumed run)."""
+    if self.enabled:
+      self.progress.n = self.progress.last_print_n = step
 
   def advance(self, steps: int, postfix: dict[str, float] | None = None):
     if not self.enabled:

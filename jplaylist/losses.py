@@ -1,0 +1,365 @@
+"""Contrastive losses of the joint audio-text embedding, exact at any batch size.
+
+B pairs (a_i, t_i) of L2-normalised audio and text embeddings, similarities
+s_ij = a_i . t_j, logits l_ij = s_ij / temperature. Three losses (`kind`):
+
+  "mulan"   the patent's MuLan loss: one softmax per pair whose denominator
+            holds the positive, the other texts against a_i and the other
+            audios against t_i:
+              loss_i = log(exp l_ii + sum_{j!=i} exp l_ij + sum_{j!=i} exp l_ji)
+                       - l_ii
+  "clip"    mean of the audio->text (row) and text->audio (column) cross
+            entropies (CLIP, Radford et al. 2021).
+  "siglip"  the pairwise sigmoid loss with a learned bias b (SigLIP, Zhai et
+            al. 2023): -(1/B) sum_ij log sigmoid(z_ij (l_ij + b)), z_ij = +1 on
+            the diagonal, -1 elsewhere.
+
+Every implementation computes the same global loss and metrics; they differ in
+where the [B, B] logits live:
+
+  axis_name=None, "gather"   the whole matrix at once (plain; under `jit` with
+                             sharded global arrays XLA may partition it).
+  axis_name=None, "chunked"  column chunks of `chunk_size` in a `lax.scan`:
+                             peak memory B x chunk_size, forward and backward.
+  axis_name=..., "gather"    inside `jax.shard_map`: local rows against the
+                             all-gathered columns, B_local x B per device.
+  axis_name=..., "ring"      column blocks travel around the devices with
+                             `ppermute`: B_local x B_local per device.
+
+Blockwise variants keep running log-sum-exp statistics (`_Stats`) so no
+intermediate needs the whole row or column at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+KINDS = ("mulan", "clip", "siglip")
+IMPLEMENTATIONS = ("gather", "ring", "chunked")
+
+
+class _Stats(NamedTuple):
+  """Running statistics of n queries (one per pair) over the keys seen so far.
+
+  A query is an audio scoring texts (a row of the logits) or a text scoring
+  audios (a column); the same code serves both directions.
+  """
+  shift: jax.Array          # [n] running max logit (the log-sum-exp shift)
+  sum_exp: jax.Array        # [n] sum of exp(logit - shift) over counted keys
+  positive: jax.Array       # [n] logit of the paired key (0 until seen)
+  best_negative: jax.Array  # [n] highest logit of any other key
+  sigmoid_loss: jax.Array   # [n] siglip: sum of -log sigmoid(z (logit + b))
+
+
+def _init_stats(num_queries: int) -> _Stats:
+  # A finite floor, not -inf: exp(floor - shift) is then 0 without inf - inf.
+  floor = jnp.full((num_queries,), jnp.finfo(jnp.float32).min, jnp.float32)
+  zeros = jnp.zeros((num_queries,), jnp.float32)
+  return _Stats(shift=floor, sum_exp=zeros, positive=zeros, best_negative=floor,
+                sigmoid_loss=zeros)
+
+
+def _accumulate(stats: _Stats, logits: jax.Array, is_positive: jax.Array, *,
+                key_axis: int, bias: jax.Array | None, exclude_positive: bool) -> _Stats:
+  """Folds one block of keys into the statistics of its queries.
+
+  Args:
+    stats: statistics of the block's n queries.
+    logits: [n, m] (key_axis=1) or [m, n] (key_axis=0) float32 logits of n
+      queries against m keys.
+    is_positive: bool, shaped like logits, True where query and key pair.
+    key_axis: the axis of the keys, reduced over. Reducing over axis 0 rather
+      than transposing spares XLA a copy of the block and of its cotangent.
+    bias: [] siglip bias, or None to skip the sigmoid loss.
+    exclude_positive: leave the positive out of the log-sum-exp (MuLan's
+      column term holds only negatives).
+
+  Returns:
+    The updated statistics.
+  """
+  reduce = lambda fn, x: fn(x, axis=key_axis)
+  counted = jnp.where(is_positive, -jnp.inf, logits) if exclude_positive else logits
+  # The shift carries no gradient: the log-sum-exp does not depend on it.
+  shift = jnp.maximum(stats.shift, lax.stop_gradient(reduce(jnp.max, counted)))
+  sum_exp = (stats.sum_exp * jnp.exp(stats.shift - shift)
+             + reduce(jnp.sum, jnp.exp(counted - jnp.expand_dims(shift, key_axis))))
+  positive = stats.positive + reduce(jnp.sum, jnp.where(is_positive, logits, 0.0))
+  best_negative = jnp.maximum(
+      stats.best_negative, reduce(jnp.max, jnp.where(is_positive, -jnp.inf, logits)))
+  sigmoid_loss = stats.sigmoid_loss
+  if bias is not None:
+    sign = jnp.where(is_positive, 1.0, -1.0)
+    sigmoid_loss -= reduce(jnp.sum, jax.nn.log_sigmoid(sign * (logits + bias)))
+  return _Stats(shift, sum_exp, positive, best_negative, sigmoid_loss)
+
+
+def _logits(queries: jax.Array, keys: jax.Array) -> jax.Array:
+  """[n, d] x [m, d] -> [n, m] float32; queries already divided by temperature.
+
+  Dividing the [n, d] queries rather than the [n, m] product keeps the
+  temperature's gradient a [n, d] reduction; on the product it holds one more
+  [n, m] block live in the backward pass.
+  """
+  return jnp.einsum("nd,md->nm", queries, keys.astype(jnp.float32))
+
+
+def _pair_ids(start, size: int) -> jax.Array:
+  return start + jnp.arange(size)
+
+
+def _log_sum_exp(stats: _Stats) -> jax.Array:
+  return stats.shift + jnp.log(stats.sum_exp)
+
+
+# Each implementation returns (row statistics, column statistics) for the pairs
+# this device owns: rows score audio i against all texts, columns text i
+# against all audios. `scale` divides float32 queries by the temperature;
+# `fold_rows` and `fold_columns` are `_accumulate` with each direction's
+# settings bound.
+
+def _plain(za, zt, *, scale, fold_rows, fold_columns):
+  logits = _logits(scale(za), zt)
+  ids = _pair_ids(0, za.shape[0])
+  is_positive = ids[:, None] == ids[None, :]
+  rows = fold_rows(_init_stats(za.shape[0]), logits, is_positive, key_axis=1)
+  columns = fold_columns(_init_stats(zt.shape[0]), logits, is_positive, key_axis=0)
+  return rows, columns
+
+
+def _chunked(za, zt, *, chunk_size, scale, fold_rows, fold_columns):
+  """All rows against column chunks; a chunk's column statistics are complete."""
+  batch_size = za.shape[0]
+  row_ids = _pair_ids(0, batch_size)
+  queries = scale(za)
+
+  # Checkpointed so the backward pass recomputes each [B, chunk] block instead
+  # of storing all of them, which would be the whole matrix again.
+  @jax.checkpoint
+  def fold(rows, start, zt_chunk):
+    logits = _logits(queries, zt_chunk)
+    is_positive = row_ids[:, None] == _pair_ids(start, zt_chunk.shape[0])[None, :]
+    rows = fold_rows(rows, logits, is_positive, key_axis=1)
+    columns = fold_columns(_init_stats(zt_chunk.shape[0]), logits, is_positive,
+                           key_axis=0)
+    return rows, columns
+
+  chunk_size = min(chunk_size, batch_size)
+  num_full = batch_size // chunk_size
+  full = zt[:num_full * chunk_size].reshape(num_full, chunk_size, zt.shape[1])
+  starts = jnp.arange(num_full) * chunk_size
+  rows, columns = lax.scan(lambda r, x: fold(r, *x), _init_stats(batch_size),
+                           (starts, full))
+  columns = jax.tree.map(lambda c: c.reshape(-1), columns)
+  if batch_size % chunk_size:  # The remainder is one more, smaller block.
+    rows, last = fold(rows, num_full * chunk_size, zt[num_full * chunk_size:])
+    columns = jax.tree.map(lambda c, l: jnp.concatenate([c, l]), columns, last)
+  return rows, columns
+
+
+def _gather(za, zt, *, axis_name, scale, fold_rows, fold_columns):
+  """Local rows against gathered texts; local texts against gathered audios."""
+  local = za.shape[0]
+  ids = _pair_ids(lax.axis_index(axis_name) * local, local)
+  all_ids = _pair_ids(0, local * lax.axis_size(axis_name))
+  is_positive = ids[:, None] == all_ids[None, :]
+  # Gathered in their own dtype: bf16 embeddings cross the network at half size.
+  za_all = lax.all_gather(za, axis_name, tiled=True)
+  zt_all = lax.all_gather(zt, axis_name, tiled=True)
+  rows = fold_rows(_init_stats(local), _logits(scale(za), zt_all), is_positive,
+                   key_axis=1)
+  columns = fold_columns(_init_stats(local), _logits(scale(zt), za_all), is_positive,
+                         key_axis=1)
+  return rows, columns
+
+
+def _ring(za, zt, *, axis_name, scale, fold_rows, fold_columns):
+  """Text blocks, with their column statistics, hop one device per step."""
+  local = za.shape[0]
+  num_devices = lax.axis_size(axis_name)
+  me = lax.axis_index(axis_name)
+  row_ids = _pair_ids(me * local, local)
+  to_next = [(k, (k + 1) % num_devices) for k in range(num_devices)]
+  queries = scale(za)
+
+  @jax.checkpoint  # Store only each step's inputs, not its [local, local] block.
+  def fold(rows, columns, zt_block, owner):
+    logits = _logits(queries, zt_block)
+    is_positive = row_ids[:, None] == _pair_ids(owner * local, local)[None, :]
+    rows = fold_rows(rows, logits, is_positive, key_axis=1)
+    columns = fold_columns(columns, logits, is_positive, key_axis=0)
+    return rows, columns
+
+  def step(carry, hops):
+    rows, columns, zt_block = carry
+    rows, columns = fold(rows, columns, zt_block, (me - hops) % num_devices)
+    # After the last step this hop brings each block's statistics home.
+    columns, zt_block = lax.ppermute((columns, zt_block), axis_name, to_next)
+    return (rows, columns, zt_block), None
+
+  # The statistics differ per device from the first step on; scan needs the
+  # carry typed that way from the start.
+  fresh = lax.pcast(_init_stats(local), axis_name, to="varying")
+  (rows, columns, _), _ = lax.scan(step, (fresh, fresh, zt), jnp.arange(num_devices))
+  return rows, columns
+
+
+def contrastive_loss(*, za: jax.Array, zt: jax.Array, temperature: jax.Array,
+                     bias: jax.Array | None = None, kind: str = "clip",
+                     axis_name: str | None = None, implementation: str = "gather",
+                     chunk_size: int | None = None) -> tuple[jax.Array, dict]:
+  """The contrastive loss of a batch of pairs, and retrieval metrics.
+
+  Args:
+    za: [B, d] audio embeddings, L2-normalised (with axis_name: this device's
+      [B_local, d] rows of the global batch). Any float dtype; similarities
+      and all reductions are float32.
+    zt: [B, d] text embeddings, L2-normalised, paired with za row by row.
+    temperature: [] softmax temperature in (0, 1]; differentiable.
+    bias: [] learned logit bias; required for kind="siglip", None otherwise.
+    kind: "mulan", "clip" or "siglip" (see the module docstring).
+    axis_name: the mesh axis za and zt are split over, when called inside
+      `jax.shard_map`; None for arrays holding the whole batch.
+    implementation: "gather" (with axis_name None: the plain loss), "ring"
+      (needs axis_name) or "chunked" (needs chunk_size, no axis_name).
+    chunk_size: columns per block for implementation="chunked".
+
+  Returns:
+    (loss [], metrics): metrics is a dict of [] float32 arrays over the global
+    batch: "loss", "temperature", "accuracy_audio_to_text" and
+    "accuracy_text_to_audio" (the positive scores strictly above every other
+    candidate, so a collapsed embedding reads as 0, not 1),
+    "positive_similarity" (mean s_ii), "negative_similarity" (mean s_ij,
+    i != j), and "bias" for siglip.
+  """
+  if kind not in KINDS:
+    raise ValueError(f"unknown loss kind {kind!r}; known: {', '.join(KINDS)}")
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"unknown implementation {implementation!r}; "
+                     f"known: {', '.join(IMPLEMENTATIONS)}")
+  if kind == "siglip" and bias is None:
+    raise ValueError("kind='siglip': bias is required (the learned logit bias)")
+  if kind != "siglip" and bias is not None:
+    raise ValueError(f"kind={kind!r} takes no bias; only 'siglip' has one")
+  if za.ndim != 2 or za.shape != zt.shape:
+    raise ValueError(f"za and zt must both be [B, d], got {za.shape} and {zt.shape}")
+  if jnp.ndim(temperature) != 0:
+    raise ValueError(f"temperature must be a scalar, got shape {jnp.shape(temperature)}")
+  if implementation == "ring" and axis_name is None:
+    raise ValueError("implementation='ring' runs inside shard_map: give axis_name")
+  if implementation == "chunked" and (axis_name is not None or not chunk_size
+                                      or chunk_size < 1):
+    raise ValueError("implementation='chunked' needs a positive chunk_size and no "
+                     f"axis_name, got chunk_size={chunk_size}, axis_name={axis_name!r}")
+
+  temperature = jnp.asarray(temperature, jnp.float32)
+  bias = None if bias is None else jnp.asarray(bias, jnp.float32)
+  blocks = dict(
+      # float32 before scaling: bf16 logits at temperature 0.07 would be off
+      # by about 0.05.
+      scale=lambda z: z.astype(jnp.float32) / temperature,
+      fold_rows=functools.partial(_accumulate, bias=bias, exclude_positive=False),
+      # MuLan's column term holds only the other audios; siglip counts each
+      # pair once, in the rows.
+      fold_columns=functools.partial(_accumulate, bias=None,
+                                     exclude_positive=kind == "mulan"))
+  if axis_name is None:
+    batch_size = za.shape[0]
+    if implementation == "chunked":
+      rows, columns = _chunked(za, zt, chunk_size=chunk_size, **blocks)
+    else:
+      rows, columns = _plain(za, zt, **blocks)
+  else:
+    batch_size = za.shape[0] * lax.axis_size(axis_name)
+    implement = _ring if implementation == "ring" else _gather
+    rows, columns = implement(za, zt, axis_name=axis_name, **blocks)
+  total = functools.partial(_global_sum, axis_name=axis_name)
+
+  if kind == "clip":
+    per_pair = 0.5 * (_log_sum_exp(rows) + _log_sum_exp(columns)) - rows.positive
+  elif kind == "mulan":
+    per_pair = jnp.logaddexp(_log_sum_exp(rows), _log_sum_exp(columns)) - rows.positive
+  else:
+    per_pair = rows.sigmoid_loss
+  loss = total(per_pair) / batch_size
+
+  za, zt = za.astype(jnp.float32), zt.astype(jnp.float32)
+  sum_positive = total(jnp.sum(za * zt, axis=1))
+  # All B^2 similarities without the matrix: (sum_i a_i) . (sum_j t_j).
+  sum_all = jnp.dot(total(za, axis=0), total(zt, axis=0))
+  metrics = {
+      "loss": loss,
+      "temperature": temperature,
+      "accuracy_audio_to_text": total(rows.positive > rows.best_negative) / batch_size,
+      "accuracy_text_to_audio":
+          total(columns.positive > columns.best_negative) / batch_size,
+      "positive_similarity": sum_positive / batch_size,
+      "negative_similarity":
+          (sum_all - sum_positive) / max(batch_size * (batch_size - 1), 1),
+  }
+  if bias is not None:
+    metrics["bias"] = bias
+  return loss, metrics
+
+
+def _global_sum(x: jax.Array, axis: int | None = None, *,
+                axis_name: str | None) -> jax.Array:
+  """float32 sum of x over `axis`, and over the devices of `axis_name` if given."""
+  partial = jnp.sum(x, axis=axis, dtype=jnp.float32)
+  return partial if axis_name is None else lax.psum(partial, axis_name)
+
+
+def make_sharded_loss(mesh: Mesh, *, data_axis: str = "data", kind: str = "clip",
+                      implementation: str = "gather"):
+  """`contrastive_loss` over global arrays split along `data_axis` of `mesh`.
+
+  Args:
+    mesh: the device mesh; za and zt are split over `data_axis` and replicated
+      over any other axes.
+    data_axis: the mesh axis holding the batch.
+    kind: "mulan", "clip" or "siglip".
+    implementation: "gather" or "ring".
+
+  Returns:
+    loss_fn(za [B, d], zt [B, d], temperature [], bias [] | None = None) ->
+    (loss [], metrics), outputs replicated; B must divide by the axis size.
+    Callable inside `jax.jit`.
+  """
+  if implementation not in ("gather", "ring"):
+    raise ValueError(f"sharded implementation must be 'gather' or 'ring', "
+                     f"got {implementation!r}")
+
+  def per_device(za, zt, temperature, bias):
+    return contrastive_loss(za=za, zt=zt, temperature=temperature, bias=bias, kind=kind,
+                            axis_name=data_axis, implementation=implementation)
+
+  def loss_fn(za, zt, temperature, bias=None):
+    # bias=None is an empty pytree, so one spec serves both cases.
+    mapped = jax.shard_map(per_device, mesh=mesh,
+                           in_specs=(P(data_axis), P(data_axis), P(), P()),
+                           out_specs=P())
+    return mapped(za, zt, temperature, bias)
+
+  return loss_fn
+
+
+def uniform_logits_loss(batch_size: int, kind: str) -> float:
+  """The loss when every logit is equal (and, for siglip, logit + bias = 0).
+
+  Early in training the loss should sit near this value: ln B for clip,
+  ln(2B - 1) for mulan, B ln 2 for siglip (B^2 pairs at log 2 each, over B).
+  """
+  if kind == "clip":
+    return math.log(batch_size)
+  if kind == "mulan":
+    return math.log(2 * batch_size - 1)
+  if kind == "siglip":
+    return batch_size * math.log(2.0)
+  raise ValueError(f"unknown loss kind {kind!r}; known: {', '.join(KINDS)}")

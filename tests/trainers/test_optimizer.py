@@ -1,0 +1,78 @@
+"""The optimizer: step decay, warmup, decoupled weight decay, freezing, accumulation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from configs import common
+from jplaylist.trainers import optimizer as optimizer_lib
+
+
+def test_step_decay_is_x09_every_40k_steps_after_warmup():
+  config = common.optimizer(learning_rate=5e-5, warmup_steps=1000)
+  schedule = optimizer_lib.learning_rate_schedule(config)
+  np.testing.assert_allclose(schedule(0), 0.0)
+  np.testing.assert_allclose(schedule(500), 2.5e-5, rtol=1e-6)
+  np.testing.assert_allclose(schedule(1000), 5e-5, rtol=1e-6)
+  np.testing.assert_allclose(schedule(1000 + 39_999), 5e-5, rtol=1e-6)
+  np.testing.assert_allclose(schedule(1000 + 40_000), 4.5e-5, rtol=1e-6)
+  np.testing.assert_allclose(schedule(1000 + 200_000), 5e-5 * 0.9**5, rtol=1e-6)
+  no_warmup = optimizer_lib.learning_rate_schedule(common.optimizer(learning_rate=4e-5))
+  np.testing.assert_allclose(no_warmup(0), 4e-5, rtol=1e-6)
+
+
+def _params():
+  return {"audio": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)},
+          "text": {"encoder": {"kernel": jnp.ones((2, 2))}},
+          "temperature_raw": jnp.asarray(2.0)}
+
+
+def test_weight_decay_is_decoupled_and_skips_biases_and_scalars():
+  config = common.optimizer(learning_rate=0.1, weight_decay=0.5)
+  optimizer, _ = optimizer_lib.make(config)
+  params = _params()
+  zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+  updates, _ = optimizer.update(zero, optimizer.init(params), params)
+  # Zero gradient: only decay moves weights, by -lr * wd * w, and only matrices.
+  np.testing.assert_allclose(updates["audio"]["kernel"], -0.05)
+  np.testing.assert_allclose(updates["audio"]["bias"], 0.0)
+  np.testing.assert_allclose(updates["temperature_raw"], 0.0)
+
+
+def test_freeze_keeps_a_tower_fixed_for_n_steps_without_decay():
+  config = common.optimizer(learning_rate=0.1, weight_decay=0.5)
+  config.freeze = (("^text/", 2),)
+  optimizer, _ = optimizer_lib.make(config)
+  params = _params()
+  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  state = optimizer.init(params)
+  moved = []
+  for _ in range(3):
+    updates, state = optimizer.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    moved.append(float(jnp.abs(updates["text"]["encoder"]["kernel"]).max()))
+  assert moved[0] == moved[1] == 0.0 and moved[2] > 0.0
+  forever, _ = optimizer_lib.make(common.optimizer(learning_rate=0.1, weight_decay=0.5),
+                                  frozen=("^text/encoder/",))
+  updates, _ = forever.update(grads, forever.init(_params()), _params())
+  assert float(jnp.abs(updates["text"]["encoder"]["kernel"]).max()) == 0.0
+  assert float(jnp.abs(updates["audio"]["kernel"]).max()) > 0.0
+
+
+def test_gradient_accumulation_equals_one_step_on_the_mean_gradient():
+  config = common.optimizer(learning_rate=0.1, weight_decay=0.0)
+  config.accumulation_steps = 2
+  accumulated, _ = optimizer_lib.make(config)
+  single, _ = optimizer_lib.make(common.optimizer(learning_rate=0.1, weight_decay=0.0))
+  params = _params()
+  g1 = jax.tree_util.tree_map(lambda x: jnp.full_like(x, 0.3), params)
+  g2 = jax.tree_util.tree_map(lambda x: jnp.full_like(x, -0.1), params)
+  state = accumulated.init(params)
+  u1, state = accumulated.update(g1, state, params)
+  assert all(float(jnp.abs(u).max()) == 0.0 for u in jax.tree_util.tree_leaves(u1))
+  u2, state = accumulated.update(g2, state, params)
+  mean = jax.tree_util.tree_map(lambda a, b: (a + b) / 2, g1, g2)
+  expected, _ = single.update(mean, single.init(params), params)
+  for got, want in zip(jax.tree_util.tree_leaves(u2), jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(got, want, rtol=1e-6)
