@@ -21,8 +21,12 @@ $(TEST_STAMP): $(STAMP) requirements-test.txt
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-test.txt
 	touch $(TEST_STAMP)
 
+WORKDIR ?= workdirs/demo
+
 demo: $(STAMP)
 	$(PY) -m launch.prepare_data --dataset=demo --data_dir=$(DATA_DIR)
+	$(PY) -m launch.train --config=configs/demo.py --workdir=$(WORKDIR) \
+	    --config.input.data_dir=$(DATA_DIR)
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests

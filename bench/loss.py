@@ -36,7 +36,6 @@ B = 32768, 16.1 GiB by this figure, was killed for memory at 20.7 GiB).
 
 import gc
 import os
-import time
 
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
@@ -51,6 +50,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from bench import roofline
 from jplaylist import losses
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -82,16 +82,6 @@ def _available_bytes() -> int:
   except OSError:
     pass
   return 2**63
-
-
-def _best_time(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())  # warm-up: first-call allocations and caches
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    best = min(best, time.perf_counter() - start)
-  return best
 
 
 def _step_and_inputs(implementation: str, batch_size: int, kind: str):
@@ -134,7 +124,7 @@ def measure(implementation: str, batch_size: int, kind: str, repeats: int,
     return None, per_device, (f"skipped: {num_devices} device(s) x "
                               f"{per_device / 2**30:.1f} GiB > {memory_fraction:.0%} of "
                               f"the {available / 2**30:.1f} GiB available")
-  return _best_time(lambda: compiled(*args), repeats), per_device, ""
+  return roofline.best_time(lambda: compiled(*args), repeats), per_device, ""
 
 
 def main(argv):

@@ -12,13 +12,13 @@ text tower 64 tokens.
 """
 
 import functools
-import time
 
 from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 
+from bench import roofline
 from jplaylist.models import ast
 from jplaylist.models import bert
 from jplaylist.models import resnet
@@ -29,32 +29,6 @@ _TOWERS = flags.DEFINE_list(
 _BATCH = flags.DEFINE_integer("batch", 2, "Examples per step.")
 _TEXT_LENGTH = flags.DEFINE_integer("text_length", 64, "Tokens per text.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions (best is kept).")
-
-
-def _best_time(fn, repeats):
-  fn()  # first call may still touch caches
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    best = min(best, time.perf_counter() - start)
-  return best
-
-
-def _flops(compiled) -> float:
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0]
-  return float(analysis.get("flops", float("nan")))
-
-
-def matmul_roofline(repeats: int = 5, size: int = 2048) -> float:
-  """Best FLOP/s of an f32 [size, size] @ [size, size] matmul on this device."""
-  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
-  fn = jax.jit(jnp.matmul)
-  seconds = _best_time(lambda: fn(a, b), repeats)
-  return 2.0 * size**3 / seconds
 
 
 def _build(tower: str, variant: str, batch: int, text_length: int):
@@ -88,17 +62,17 @@ def measure(tower: str, variant: str, batch: int, text_length: int, repeats: int
   results = {"params": sum(x.size for x in jax.tree_util.tree_leaves(params))}
   for name, fn in (("forward", forward), ("forward+backward", jax.grad(loss))):
     compiled = jax.jit(fn).lower(params, *inputs).compile()
-    seconds = _best_time(functools.partial(compiled, params, *inputs), repeats)
-    results[name] = (seconds, _flops(compiled))
+    seconds = roofline.best_time(functools.partial(compiled, params, *inputs), repeats)
+    results[name] = (seconds, roofline.flops(compiled))
   return results
 
 
 def main(argv):
   del argv
   device = jax.devices()[0]
-  roofline = matmul_roofline()
+  peak = roofline.matmul_roofline()
   print(f"device {device.device_kind} ({device.platform}); batch {_BATCH.value}; "
-        f"matmul roofline (f32 2048^3) {roofline / 1e9:.1f} GFLOP/s")
+        f"matmul roofline (f32 2048^3) {peak / 1e9:.1f} GFLOP/s")
   header = (f"{'tower':<16}{'params':>12}  {'step':<17}{'time ms':>10}"
             f"{'GFLOP':>10}{'GFLOP/s':>10}{'of roofline':>13}")
   print(header)
@@ -109,7 +83,7 @@ def main(argv):
       seconds, flops = results[step]
       rate = flops / seconds
       print(f"{spec:<16}{results['params']:>12,}  {step:<17}{seconds * 1e3:>10.1f}"
-            f"{flops / 1e9:>10.2f}{rate / 1e9:>10.1f}{rate / roofline:>12.0%}")
+            f"{flops / 1e9:>10.2f}{rate / 1e9:>10.1f}{rate / peak:>12.0%}")
 
 
 if __name__ == "__main__":

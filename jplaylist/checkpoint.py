@@ -27,11 +27,14 @@ class Checkpointer:
   def __init__(self, workdir: str, *, max_to_keep: int = 3,
                save_interval_steps: int = 1000, async_save: bool = True):
     self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+    self.save_interval_steps = save_interval_steps
+    # The interval is decided here (every save reaching Orbax is forced), so
+    # checkpoints land exactly on multiples of the interval.
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
-            enable_async_checkpointing=async_save, cleanup_tmp_directories=True))
+            max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -39,11 +42,15 @@ class Checkpointer:
   def save(self, step: int, state, input_states: list[bytes],
            config: ml_collections.ConfigDict | None = None, *, force: bool = False) -> bool:
     """Saves if `step` is on the interval (or `force`); returns whether it did."""
+    if not force and (not self.save_interval_steps or step % self.save_interval_steps):
+      return False
+    if step == self.latest_step():
+      return False
     args = {"state": ocp.args.StandardSave(state),
             "input": ocp.args.JsonSave({"iterators": [s.decode() for s in input_states]})}
     if config is not None:
       args["config"] = ocp.args.JsonSave(config.to_dict())
-    return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+    return self.manager.save(step, args=ocp.args.Composite(**args), force=True)
 
   def restore(self, abstract_state, step: int | None = None):
     """Restores onto the shardings of `abstract_state` (any device count).

@@ -139,6 +139,14 @@ def warm_start(params: dict[str, Any], config: ml_collections.ConfigDict,
   return params
 
 
+def init_train_state(model: two_tower.Model, config: ml_collections.ConfigDict,
+                     optimizer: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+  variables = initial_variables(model, config, rng)
+  return TrainState(step=jnp.zeros([], jnp.int32), params=variables["params"],
+                    batch_stats=variables["batch_stats"],
+                    opt_state=optimizer.init(variables["params"]))
+
+
 def _check_same_shape(new, old):
   if np.shape(new) != np.shape(old):
     raise ValueError(f"warm start: shape {np.shape(old)} does not fit {np.shape(new)}")
@@ -154,6 +162,74 @@ def _put(tree, shardings):
 
 def _global_norm(tree) -> jax.Array:
   return optax.tree.norm(tree)
+
+
+def make_loss(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+  """(za, zt, temperature, bias) -> (loss, metrics) as `config.loss` asks."""
+  if config.loss.implementation == "plain":
+    return lambda za, zt, t, b: losses.contrastive_loss(  # noqa: E731
+        za=za, zt=zt, temperature=t, bias=b, kind=config.loss.kind)
+  return losses.make_sharded_loss(mesh, data_axis=mesh.axis_names[0],
+                                  kind=config.loss.kind,
+                                  implementation=config.loss.implementation)
+
+
+def make_step_functions(config: ml_collections.ConfigDict, model: two_tower.Model,
+                        optimizer: optax.GradientTransformation,
+                        schedule: optax.Schedule, mesh: jax.sharding.Mesh):
+  """The pure (unjitted) forward and update functions of a training step.
+
+  Returns:
+    forward(params, batch_stats, batch, rng, train) -> (loss, (metrics, batch_stats))
+    update(state, batch, rng) -> (state, metrics); rng is folded with the step.
+  """
+  compute_loss = make_loss(config, mesh)
+  accumulation = max(1, config.optimizer.get("accumulation_steps", 1))
+
+  def temperature_of(params):
+    t = two_tower.temperature_from_raw(params["temperature_raw"])
+    return jnp.clip(t, config.loss.temperature_min, config.loss.temperature_max)
+
+  def forward(params, batch_stats, batch, rng, train):
+    variables = {"params": {k: v for k, v in params.items() if k != "loss_bias"}}
+    if batch_stats:
+      variables["batch_stats"] = batch_stats
+    specaugment_rng, dropout_rng = jax.random.split(rng)
+    mutable = ["batch_stats"] if (train and batch_stats) else False
+    outputs = model.apply(
+        variables, batch["audio"], batch["text_ids"], batch["text_mask"], train=train,
+        rngs={"specaugment": specaugment_rng, "dropout": dropout_rng}, mutable=mutable)
+    (za, zt, _), new_state = outputs if mutable else (outputs, {})
+    loss, metrics = compute_loss(za, zt, temperature_of(params), params.get("loss_bias"))
+    return loss, (metrics, new_state.get("batch_stats", batch_stats))
+
+  def update(state: TrainState, batch, rng):
+    step_rng = jax.random.fold_in(rng, state.step)
+    grad_fn = jax.value_and_grad(forward, has_aux=True)
+    (loss, (metrics, batch_stats)), grads = grad_fn(state.params, state.batch_stats,
+                                                    batch, step_rng, True)
+    grad_norm = _global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                     opt_state=opt_state)
+    # A non-finite step is not applied: everything but the step stays as it was.
+    kept = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new,
+                                  state.replace(step=state.step + 1))
+    metrics = dict(metrics, grad_norm=grad_norm, param_norm=_global_norm(state.params),
+                   learning_rate=schedule(state.step // accumulation),
+                   nonfinite=1.0 - finite.astype(jnp.float32))
+    return kept, metrics
+
+  return forward, update
+
+
+def make_optimizer(config: ml_collections.ConfigDict):
+  """The optimizer and schedule; a fixed text encoder never trains."""
+  return optimizer_lib.make(
+      config.optimizer,
+      frozen=() if config.model.get("train_text_encoder", True) else ("^text/encoder/",))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -173,16 +249,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # --------------------------------------------------- model and optimizer ----
   model = build_model(config)
-  optimizer, schedule = optimizer_lib.make(
-      config.optimizer,
-      frozen=() if config.model.get("train_text_encoder", True) else ("^text/encoder/",))
-  accumulation = max(1, config.optimizer.get("accumulation_steps", 1))
+  optimizer, schedule = make_optimizer(config)
 
-  def init_state(rng):
-    variables = initial_variables(model, config, rng)
-    return TrainState(step=jnp.zeros([], jnp.int32), params=variables["params"],
-                      batch_stats=variables["batch_stats"],
-                      opt_state=optimizer.init(variables["params"]))
+  init_state = functools.partial(init_train_state, model, config, optimizer)
 
   # ------------------------------------------------------ sharding, state ----
   rng = jax.random.key(config.seed)
@@ -232,49 +301,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer.start_at(first_step)
 
   # ---------------------------------------------------------- update step ----
-  if config.loss.implementation == "plain":
-    loss_fn = functools.partial(losses.contrastive_loss, kind=config.loss.kind)
-    compute_loss = lambda za, zt, t, b: loss_fn(za=za, zt=zt, temperature=t, bias=b)  # noqa: E731
-  else:
-    sharded = losses.make_sharded_loss(mesh, data_axis=data_axis, kind=config.loss.kind,
-                                       implementation=config.loss.implementation)
-    compute_loss = lambda za, zt, t, b: sharded(za, zt, t, b)  # noqa: E731
-
-  def temperature_of(params):
-    t = two_tower.temperature_from_raw(params["temperature_raw"])
-    return jnp.clip(t, config.loss.temperature_min, config.loss.temperature_max)
-
-  def forward(params, batch_stats, batch, rng, train):
-    variables = {"params": {k: v for k, v in params.items() if k != "loss_bias"}}
-    if batch_stats:
-      variables["batch_stats"] = batch_stats
-    specaugment_rng, dropout_rng = jax.random.split(rng)
-    outputs = model.apply(
-        variables, batch["audio"], batch["text_ids"], batch["text_mask"], train=train,
-        rngs={"specaugment": specaugment_rng, "dropout": dropout_rng},
-        mutable=["batch_stats"] if (train and batch_stats) else False)
-    (za, zt, _), new_state = outputs if (train and batch_stats) else (outputs, {})
-    loss, metrics = compute_loss(za, zt, temperature_of(params), params.get("loss_bias"))
-    return loss, (metrics, new_state.get("batch_stats", batch_stats))
-
-  def update(state: TrainState, batch, rng):
-    step_rng = jax.random.fold_in(rng, state.step)
-    grad_fn = jax.value_and_grad(forward, has_aux=True)
-    (loss, (metrics, batch_stats)), grads = grad_fn(state.params, state.batch_stats,
-                                                    batch, step_rng, True)
-    grad_norm = _global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
-                     opt_state=opt_state)
-    # A non-finite step is not applied: everything but the step stays as it was.
-    kept = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new,
-                                  state.replace(step=state.step + 1))
-    metrics = dict(metrics, grad_norm=grad_norm, param_norm=_global_norm(state.params),
-                   learning_rate=schedule(state.step // accumulation),
-                   nonfinite=1.0 - finite.astype(jnp.float32))
-    return kept, metrics
+  forward, update = make_step_functions(config, model, optimizer, schedule, mesh)
 
   update = jax.jit(update, in_shardings=(state_shardings, batch_sharding, replicated),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)

@@ -1,7 +1,6 @@
 """The contrastive trainer: launches, exact resume after kill -9, non-finite steps,
 restoring on another device count, warm starts, config validation."""
 
-import json
 import os
 import signal
 import subprocess
