@@ -18,6 +18,7 @@ reductions), which is what synchronous BatchNorm across devices means; under
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -50,6 +51,13 @@ def decode_variant(name: str) -> Variant:
   return VARIANTS[key]
 
 
+def _conv(filters: int, kernel: int, strides: int, name: str, *, dtype) -> nn.Conv:
+  """A bias-free square convolution with 'same'-style padding."""
+  return nn.Conv(filters, (kernel, kernel), (strides, strides),
+                 padding=[(kernel // 2, kernel // 2)] * 2, use_bias=False, dtype=dtype,
+                 name=name)
+
+
 class BasicBlock(nn.Module):
   filters: int
   strides: int
@@ -58,9 +66,7 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda f, k, s, name: nn.Conv(  # noqa: E731
-        f, (k, k), (s, s), padding=[(k // 2, k // 2)] * 2, use_bias=False,
-        dtype=self.dtype, name=name)
+    conv = functools.partial(_conv, dtype=self.dtype)
     residual = x
     y = nn.relu(self.norm(name="bn1")(conv(self.filters, 3, self.strides, "conv1")(x)))
     # Zero-initialised last scale: each block starts as the identity (Goyal et al.).
@@ -79,9 +85,7 @@ class BottleneckBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda f, k, s, name: nn.Conv(  # noqa: E731
-        f, (k, k), (s, s), padding=[(k // 2, k // 2)] * 2, use_bias=False,
-        dtype=self.dtype, name=name)
+    conv = functools.partial(_conv, dtype=self.dtype)
     residual = x
     y = nn.relu(self.norm(name="bn1")(conv(self.filters, 1, 1, "conv1")(x)))
     # Stride on the 3x3 (torchvision's "ResNet v1.5").
