@@ -10,6 +10,7 @@ resumes from the previous one.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -75,26 +76,47 @@ class Checkpointer:
     self.manager.close()
 
 
-def restore_params(workdir: str, step: int | None = None) -> dict[str, Any]:
-  """The parameters of another run's checkpoint, as host numpy arrays.
-
-  Works whatever the device count that saved it (the arrays are read whole
-  onto the host). Used to warm-start a tower from a jplaylist workdir: the
-  result's ["audio"] or ["text"] subtree replaces the new model's.
-  """
+def latest_step(workdir: str) -> int:
+  """The newest complete checkpoint step of a workdir."""
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-  if step is None:
-    steps = [int(name) for name in os.listdir(directory) if name.isdigit()] \
-        if os.path.isdir(directory) else []
-    if not steps:
-      raise FileNotFoundError(f"no checkpoint in {directory}")
-    step = max(steps)
-  path = os.path.join(directory, str(step), "state")
+  steps = ([int(name) for name in os.listdir(directory) if name.isdigit()
+            and os.path.exists(os.path.join(directory, name, "commit_success.txt"))]
+           if os.path.isdir(directory) else [])
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  return max(steps)
+
+
+def restore_on_host(workdir: str, step: int | None = None) -> tuple[dict[str, Any], dict]:
+  """A checkpoint's train state as host numpy arrays, and its saved config.
+
+  Works whatever the device count that saved it (arrays are read whole onto
+  the host): for inference, warm starts and inspection.
+
+  Returns:
+    (state dict with "params", "batch_stats", "opt_state", "step"; config dict).
+  """
+  step = latest_step(workdir) if step is None else step
+  path = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR, str(step))
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"no checkpoint for step {step} in {os.path.dirname(path)}")
   checkpointer = ocp.PyTreeCheckpointer()
-  metadata = checkpointer.metadata(path)
+  metadata = checkpointer.metadata(os.path.join(path, "state"))
   tree = getattr(metadata, "item_metadata", metadata)
   tree = getattr(tree, "tree", tree)
   restore_args = jax.tree_util.tree_map(
       lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-  state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-  return state["params"]
+  state = checkpointer.restore(os.path.join(path, "state"),
+                               args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  with open(os.path.join(path, "config", "metadata")) as f:
+    config = json.load(f)
+  return state, config
+
+
+def restore_params(workdir: str, step: int | None = None) -> dict[str, Any]:
+  """The parameters of a run's checkpoint, as host numpy arrays.
+
+  Used to warm-start a tower from a jplaylist workdir: the result's
+  ["audio"] or ["text"] subtree replaces the new model's.
+  """
+  return restore_on_host(workdir, step)[0]["params"]

@@ -1,0 +1,148 @@
+"""Loading a trained model and embedding audio and text: the two-line API.
+
+  model = inference.load("workdirs/demo")           # latest checkpoint
+  audio_embeddings = model.embed_audio(waveforms, sample_rate=44_100)   # [N, 128]
+  text_embeddings = model.embed_text(["calm baroque flute"])           # [N, 128]
+
+Audio of any sample rate is resampled to the model's; a recording is cut into
+non-overlapping windows of the model's length (10 s), each window is
+embedded, and the recording's embedding is the L2-normalised mean of its
+windows' embeddings, as the patent does for 29-s clips. A final partial window
+is kept (zero-padded) when it holds at least `min_last_window` of a window, so
+a 29-s clip uses three windows and a 21-s one two; recordings shorter than one
+window are zero-padded. Calls are batched into fixed shapes, so a model
+compiles once per shape bucket however many items a call holds.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import soxr
+
+from jplaylist import checkpoint as checkpoint_lib
+from jplaylist.audio import frontend as frontend_lib
+from jplaylist.data import tokenizer as tokenizer_lib
+from jplaylist.models import resnet as resnet_lib
+from jplaylist.trainers import contrastive
+
+TEXT_BUCKETS = (16, 32, 64, 128, 256, 512)
+
+
+def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+  return np.concatenate([x, np.zeros((rows - len(x),) + x.shape[1:], x.dtype)]) \
+      if len(x) < rows else x
+
+
+class Model:
+  """A trained two-tower model on the host's default device."""
+
+  def __init__(self, config: ml_collections.ConfigDict, variables, *,
+               batch_size: int = 16, min_last_window: float = 0.5):
+    self.config = config
+    self.model = contrastive.build_model(config)
+    self.variables = jax.device_put(variables)
+    self.batch_size = batch_size
+    self.min_last_window = min_last_window
+    preset = frontend_lib.decode(self.model.frontend)
+    self.sample_rate = preset.sample_rate
+    self.window_samples = int(round(config.input.window_seconds * preset.sample_rate))
+    self.max_text_length = int(config.input.max_text_length)
+
+  @functools.cached_property
+  def _audio_fn(self):
+    return jax.jit(lambda v, a: self.model.apply(v, a, method=self.model.embed_audio))
+
+  @functools.cached_property
+  def _text_fn(self):
+    return jax.jit(lambda v, i, m: self.model.apply(v, i, m, method=self.model.embed_text))
+
+  def windows(self, waveform: np.ndarray) -> np.ndarray:
+    """[num_windows, window_samples] float32 windows of one recording (model rate)."""
+    w = self.window_samples
+    full, rest = divmod(len(waveform), w)
+    keep_rest = rest and (full == 0 or rest >= self.min_last_window * w)
+    count = full + (1 if keep_rest else 0)
+    out = np.zeros((count, w), np.float32)
+    for i in range(count):
+      piece = waveform[i * w:(i + 1) * w]
+      out[i, :len(piece)] = piece
+    return out
+
+  def embed_audio(self, waveforms: Sequence[np.ndarray] | np.ndarray,
+                  sample_rate: int) -> np.ndarray:
+    """Embeds recordings.
+
+    Args:
+      waveforms: N mono recordings, 1-D float arrays (full scale 1.0) of any
+        length, or a [N, samples] array.
+      sample_rate: their sample rate, Hz.
+
+    Returns:
+      [N, embed_dim] float32, L2-normalised.
+    """
+    per_recording = []
+    for index, waveform in enumerate(waveforms):
+      waveform = np.asarray(waveform, np.float32)
+      if waveform.ndim != 1 or not len(waveform):
+        raise ValueError(f"waveform {index}: expected a non-empty 1-D array, got "
+                         f"shape {waveform.shape}")
+      if not np.all(np.isfinite(waveform)):
+        raise ValueError(f"waveform {index} has NaN or infinite samples")
+      if sample_rate != self.sample_rate:
+        waveform = soxr.resample(waveform, sample_rate, self.sample_rate,
+                                 quality="HQ").astype(np.float32)
+      per_recording.append(self.windows(waveform))
+    if not per_recording:
+      return np.zeros((0, self.model.embed_dim), np.float32)
+    windows = np.concatenate(per_recording)
+    embedded = self._batched(lambda chunk: self._audio_fn(self.variables, chunk), windows)
+    counts = [len(w) for w in per_recording]
+    means = np.stack([seg.mean(axis=0) for seg in np.split(embedded, np.cumsum(counts)[:-1])])
+    return np.asarray(resnet_lib.l2_normalize(jnp.asarray(means)))
+
+  def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+    """Embeds texts: [N, embed_dim] float32, L2-normalised."""
+    texts = [str(t) for t in texts]
+    if not texts:
+      return np.zeros((0, self.model.embed_dim), np.float32)
+    tokenizer = tokenizer_lib.load(self.config.input.get("vocab_path"))
+    longest = max(len(tokenizer.tokenize(t)) + 2 for t in texts)
+    length = next((b for b in TEXT_BUCKETS if b >= min(longest, self.max_text_length)),
+                  self.max_text_length)
+    ids, mask = tokenizer_lib.encode(texts, length, self.config.input.get("vocab_path"))
+    return self._batched(lambda chunk: self._text_fn(self.variables, *chunk),
+                         (ids, mask))
+
+  def _batched(self, fn, arrays) -> np.ndarray:
+    """Runs fn over fixed-size chunks (the last zero-padded) and trims the padding."""
+    arrays = arrays if isinstance(arrays, tuple) else (arrays,)
+    total = len(arrays[0])
+    out = []
+    for start in range(0, total, self.batch_size):
+      chunk = tuple(_pad_rows(a[start:start + self.batch_size], self.batch_size)
+                    for a in arrays)
+      result = fn(chunk if len(chunk) > 1 else chunk[0])
+      out.append(np.asarray(result)[:min(self.batch_size, total - start)])
+    return np.concatenate(out).astype(np.float32)
+
+
+def load(path: str, step: int | None = None, **kwargs) -> Model:
+  """Loads the latest (or a given) checkpoint of a training workdir.
+
+  Args:
+    path: the workdir given to `launch.train` (holding `checkpoints/`).
+    step: a checkpoint step; None for the latest.
+    **kwargs: `Model` options (batch_size, min_last_window).
+  """
+  state, config = checkpoint_lib.restore_on_host(path, step)
+  config = ml_collections.ConfigDict(config)
+  variables = {"params": {k: v for k, v in state["params"].items() if k != "loss_bias"}}
+  if state.get("batch_stats"):
+    variables["batch_stats"] = state["batch_stats"]
+  return Model(config, variables, **kwargs)

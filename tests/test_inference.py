@@ -1,0 +1,117 @@
+"""The inference API: load a workdir, embed audio of any rate and length, embed text."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import demo as demo_config
+from jplaylist import inference
+from jplaylist.trainers import contrastive
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RATE = 16_000
+
+
+@pytest.fixture(scope="module")
+def workdir(tiny_demo, tmp_path_factory):
+  config = demo_config.get_config("runlocal=True")
+  config.input.data_dir = tiny_demo[2]
+  config.num_train_steps = 2
+  config.eval_every = 0
+  path = str(tmp_path_factory.mktemp("trained"))
+  contrastive.train_and_evaluate(config, path)
+  return path
+
+
+@pytest.fixture(scope="module")
+def model(workdir):
+  return inference.load(workdir, batch_size=4)
+
+
+def _tone(seconds, rate=RATE, freq=440.0):
+  t = np.arange(int(seconds * rate)) / rate
+  return (0.3 * np.sin(2 * np.pi * freq * t) * (1 + 0.5 * np.sin(2 * np.pi * 0.7 * t))
+          ).astype(np.float32)
+
+
+def test_windows_follow_the_documented_rule(model):
+  window = model.window_samples
+  assert window == 10 * RATE
+  counts = {s: len(model.windows(np.ones(int(s * RATE), np.float32)))
+            for s in (3, 10, 14, 15, 21, 25, 29)}
+  assert counts == {3: 1, 10: 1, 14: 1, 15: 2, 21: 2, 25: 3, 29: 3}
+  short = model.windows(np.ones(3 * RATE, np.float32))
+  assert short[0, :3 * RATE].all() and not short[0, 3 * RATE:].any()
+
+
+def test_long_recordings_average_their_window_embeddings(model):
+  recording = _tone(25.0)
+  got = model.embed_audio([recording], RATE)
+  windows = model.windows(recording)
+  direct = np.asarray(jax.jit(lambda v, a: model.model.apply(
+      v, a, method=model.model.embed_audio))(model.variables, windows))
+  expected = direct.mean(axis=0)
+  expected /= np.linalg.norm(expected)
+  np.testing.assert_allclose(got[0], expected, atol=1e-5)
+  assert got.shape == (1, 128) and got.dtype == np.float32
+
+
+def test_any_sample_rate_is_resampled(model):
+  at_16k = _tone(12.0)
+  at_44k = _tone(12.0, rate=44_100)
+  a, b = model.embed_audio([at_16k], RATE), model.embed_audio([at_44k], 44_100)
+  assert float(a[0] @ b[0]) > 0.999
+  np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_large_call_compiles_once(model):
+  rng = np.random.default_rng(0)
+  recordings = [rng.normal(0, 0.1, int(s * RATE)).astype(np.float32)
+                for s in rng.uniform(2, 31, size=11)]
+  out = model.embed_audio(recordings, RATE)
+  assert out.shape == (11, 128)
+  model.embed_audio(recordings[:3], RATE)
+  assert model._audio_fn._cache_size() == 1  # pylint: disable=protected-access
+  texts = [f"a {w} piece for solo flute" for w in ("calm", "fast", "sad")] * 5
+  text_out = model.embed_text(texts)
+  assert text_out.shape == (15, 128)
+  np.testing.assert_allclose(text_out[0], text_out[3], atol=1e-6)
+  model.embed_text(texts[:2])
+  assert model._text_fn._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_bad_waveforms_are_rejected_with_their_index(model):
+  with pytest.raises(ValueError, match="waveform 1: expected a non-empty 1-D"):
+    model.embed_audio([_tone(1.0), np.zeros((2, 100), np.float32)], RATE)
+  with pytest.raises(ValueError, match="waveform 0 has NaN"):
+    model.embed_audio([np.full(100, np.nan, np.float32)], RATE)
+  assert model.embed_audio([], RATE).shape == (0, 128)
+
+
+def test_load_and_embed_in_a_fresh_process(workdir):
+  script = (
+      "import json, numpy as np\n"
+      "from jplaylist import inference\n"
+      f"model = inference.load({workdir!r})\n"
+      "audio = model.embed_audio([np.sin(np.arange(n) / 7).astype(np.float32) * 0.2"
+      " for n in (5000, 230000)], sample_rate=22050)\n"
+      "text = model.embed_text(['calm baroque flute', 'a fast jig on the fiddle'])\n"
+      "print(json.dumps({'audio': audio.tolist(), 'text': text.tolist()}))\n")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  audio, text = np.asarray(result["audio"]), np.asarray(result["text"])
+  assert audio.shape == text.shape == (2, 128)
+  np.testing.assert_allclose(np.linalg.norm(audio, axis=1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
+  # The same embeddings as in this process.
+  here = inference.load(workdir).embed_text(["calm baroque flute", "a fast jig on the fiddle"])
+  np.testing.assert_allclose(text, here, atol=1e-5)
+
