@@ -115,3 +115,42 @@ def test_load_and_embed_in_a_fresh_process(workdir):
   here = inference.load(workdir).embed_text(["calm baroque flute", "a fast jig on the fiddle"])
   np.testing.assert_allclose(text, here, atol=1e-5)
 
+
+
+def test_embed_launcher_writes_a_library_index(tiny_demo, workdir, model, tmp_path):
+  import soundfile
+  from jplaylist import library_index
+  from jplaylist.data import audio_io, builder
+  dataset = tiny_demo[0].path
+  output = tmp_path / "library.npz"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  out = subprocess.run(
+      [sys.executable, "-m", "launch.embed", f"--workdir={workdir}",
+       f"--dataset={dataset}", "--split=train", f"--output={output}", "--chunk=3"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  index = library_index.load(str(output))
+  source = builder.open_split(dataset, "train")
+  records = {source[i]["id"].decode(): source[i] for i in range(len(source))}
+  assert sorted(index.ids) == sorted(records)
+  for record_id, embedding, attributes in zip(index.ids, index.embeddings, index.attributes):
+    record = records[record_id]
+    assert attributes == json.loads(record["attributes"])
+    expected = model.embed_audio([audio_io.int16_to_float(np.asarray(record["audio"]))], RATE)
+    np.testing.assert_allclose(embedding, expected[0], atol=1e-5)
+  assert index.meta["workdir"] == os.path.abspath(workdir)
+  # A folder: two readable files at another rate, one that is not audio.
+  folder = tmp_path / "music"
+  folder.mkdir()
+  soundfile.write(folder / "a.wav", _tone(3.0, rate=22_050), 22_050)
+  soundfile.write(folder / "b.flac", _tone(12.0, rate=22_050, freq=220.0), 22_050)
+  (folder / "broken.wav").write_bytes(b"not audio at all")
+  out = subprocess.run(
+      [sys.executable, "-m", "launch.embed", f"--workdir={workdir}", f"--folder={folder}",
+       f"--output={tmp_path / 'folder.npz'}"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  folder_index = library_index.load(str(tmp_path / "folder.npz"))
+  assert sorted(folder_index.ids) == ["a.wav", "b.flac"]
+  assert "broken.wav" in out.stderr
+  np.testing.assert_allclose(np.linalg.norm(folder_index.embeddings, axis=1), 1.0, atol=1e-5)
