@@ -36,3 +36,17 @@ def tiny_demo(tmp_path_factory):
   settings = corpus.DemoSettings(**TINY_DEMO)
   result = corpus.prepare(data_dir, settings, num_workers=1, verbose=False)
   return result, settings, data_dir
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tiny_demo, tmp_path_factory):
+  """A workdir with a 2-step runlocal demo model trained on the tiny corpus."""
+  from configs import demo as demo_config  # pylint: disable=g-import-not-at-top
+  from jplaylist.trainers import contrastive  # pylint: disable=g-import-not-at-top
+  config = demo_config.get_config("runlocal=True")
+  config.input.data_dir = tiny_demo[2]
+  config.num_train_steps = 2
+  config.eval_every = 0
+  path = str(tmp_path_factory.mktemp("trained"))
+  contrastive.train_and_evaluate(config, path)
+  return path

@@ -9,23 +9,15 @@ import jax
 import numpy as np
 import pytest
 
-from configs import demo as demo_config
 from jplaylist import inference
-from jplaylist.trainers import contrastive
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATE = 16_000
 
 
 @pytest.fixture(scope="module")
-def workdir(tiny_demo, tmp_path_factory):
-  config = demo_config.get_config("runlocal=True")
-  config.input.data_dir = tiny_demo[2]
-  config.num_train_steps = 2
-  config.eval_every = 0
-  path = str(tmp_path_factory.mktemp("trained"))
-  contrastive.train_and_evaluate(config, path)
-  return path
+def workdir(trained_workdir):
+  return trained_workdir
 
 
 @pytest.fixture(scope="module")
