@@ -57,12 +57,14 @@ def tag_text(family: str, value: str) -> str:
   return _TAG_WORDS.get(family, {}).get(value, str(value))
 
 
-def tag_labels(attributes: Sequence[dict], family: str) -> tuple[list[str], np.ndarray]:
-  """The tags of a family and the [N, T] bool labels (list-valued attributes are multi-label)."""
+def tag_labels(attributes: Sequence[dict], family: str,
+               tags: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+  """The tags of a family and the [N, T] bool labels (list-valued attributes are
+  multi-label). `tags` fixes the tag list (e.g. a training split's)."""
   values = [a.get(family) for a in attributes]
   as_sets = [set(v) if isinstance(v, list) else ({v} if v is not None else set())
              for v in values]
-  tags = sorted(set().union(*as_sets))
+  tags = list(tags) if tags is not None else sorted(set().union(*as_sets))
   labels = np.array([[t in s for t in tags] for s in as_sets], bool).reshape(len(values),
                                                                               len(tags))
   return tags, labels
