@@ -40,7 +40,8 @@ def make_mesh(axes: Sequence[tuple[str, int]] = (("data", -1),),
   return Mesh(np.asarray(devices).reshape(sizes), names)
 
 
-def _path_str(path) -> str:
+def path_str(path) -> str:
+  """A pytree key path as "a/b/c", the form the regex rules match."""
   return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
@@ -49,7 +50,7 @@ def param_specs(params, rules: Sequence[tuple[str, Sequence[str | None]]] = ()) 
   compiled = [(re.compile(pattern), P(*spec)) for pattern, spec in rules]
 
   def spec_for(path, leaf):
-    name = _path_str(path)
+    name = path_str(path)
     for regex, spec in compiled:
       if regex.search(name):
         if len(spec) > np.ndim(leaf):

@@ -34,8 +34,8 @@ class LinearProbe:
   def __init__(self, dataset_path: str, train_split: str = "train",
                test_split: str = "test", families: Sequence[str] = zero_shot.FAMILIES,
                c: float = 1.0):
-    self.train = zero_shot._load_split(dataset_path, train_split)  # pylint: disable=protected-access
-    self.test = zero_shot._load_split(dataset_path, test_split)  # pylint: disable=protected-access
+    self.train = zero_shot.load_split(dataset_path, train_split)
+    self.test = zero_shot.load_split(dataset_path, test_split)
     self.families = tuple(families)
     self.c = c
 

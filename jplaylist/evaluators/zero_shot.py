@@ -37,17 +37,18 @@ _TAG_WORDS = {"tempo_class": {"slow": "slow", "moderate": "moderate tempo", "fas
 
 
 @dataclasses.dataclass
-class _Split:
+class Split:
   ids: list[str]
   waveforms: list[np.ndarray]
   attributes: list[dict]
   sample_rate: int
 
 
-def _load_split(dataset_path: str, split: str) -> _Split:
+def load_split(dataset_path: str, split: str) -> Split:
+  """One split of a built dataset as waveforms (float32) and decoded attributes."""
   source = builder.open_split(dataset_path, split)
   records = [source[i] for i in range(len(source))]
-  return _Split(ids=[r["id"].decode() for r in records],
+  return Split(ids=[r["id"].decode() for r in records],
                 waveforms=[audio_io.int16_to_float(np.asarray(r["audio"])) for r in records],
                 attributes=[json.loads(r["attributes"]) for r in records],
                 sample_rate=builder.sample_rate_of(dataset_path))
@@ -75,7 +76,7 @@ class ZeroShotTagging:
 
   def __init__(self, dataset_path: str, split: str = "test",
                families: Sequence[str] = FAMILIES, templates: Sequence[str] = ("{}",)):
-    self.data = _load_split(dataset_path, split)
+    self.data = load_split(dataset_path, split)
     self.families = tuple(families)
     self.templates = tuple(templates)
 
@@ -108,7 +109,7 @@ class TextToMusic:
 
   def __init__(self, dataset_path: str, split: str = "test", seed: int = 0,
                queries_per_kind: int = 1, ks: Sequence[int] = (1, 5, 10)):
-    self.data = _load_split(dataset_path, split)
+    self.data = load_split(dataset_path, split)
     rng = np.random.default_rng(seed)
     self.queries, self.targets, self.kinds = [], [], []
     for index, attrs in enumerate(self.data.attributes):

@@ -15,6 +15,7 @@ continues with the same batches, masks and dropout as an uninterrupted run.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -80,13 +81,8 @@ def make_loaders(config: ml_collections.ConfigDict, split: str, *, train: bool):
       num_epochs=None if train else 1, worker_count=config.input.worker_count,
       shard_count=num_shards, vocab_path=config.input.get("vocab_path"))
   return [pipeline.make_loader(_dataset_path(config), split,
-                               _replace(options, shard_index=first + i))
+                               dataclasses.replace(options, shard_index=first + i))
           for i in range(per_host)]
-
-
-def _replace(options, **changes):
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  return dataclasses.replace(options, **changes)
 
 
 def _next_host_batch(iterators) -> dict[str, np.ndarray]:
@@ -160,10 +156,6 @@ def _put(tree, shardings):
   return jax.jit(lambda x: x, out_shardings=shardings)(tree)
 
 
-def _global_norm(tree) -> jax.Array:
-  return optax.tree.norm(tree)
-
-
 def make_loss(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
   """(za, zt, temperature, bias) -> (loss, metrics) as `config.loss` asks."""
   if config.loss.implementation == "plain":
@@ -208,7 +200,7 @@ def make_step_functions(config: ml_collections.ConfigDict, model: two_tower.Mode
     grad_fn = jax.value_and_grad(forward, has_aux=True)
     (loss, (metrics, batch_stats)), grads = grad_fn(state.params, state.batch_stats,
                                                     batch, step_rng, True)
-    grad_norm = _global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -217,7 +209,7 @@ def make_step_functions(config: ml_collections.ConfigDict, model: two_tower.Mode
     # A non-finite step is not applied: everything but the step stays as it was.
     kept = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new,
                                   state.replace(step=state.step + 1))
-    metrics = dict(metrics, grad_norm=grad_norm, param_norm=_global_norm(state.params),
+    metrics = dict(metrics, grad_norm=grad_norm, param_norm=optax.tree.norm(state.params),
                    learning_rate=schedule(state.step // accumulation),
                    nonfinite=1.0 - finite.astype(jnp.float32))
     return kept, metrics

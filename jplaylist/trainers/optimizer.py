@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jplaylist import sharding
+
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warmup to `learning_rate`, then x decay_rate every decay_steps."""
@@ -30,10 +32,6 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     return decay
   warmup = optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
   return optax.join_schedules([warmup, decay], [config.warmup_steps])
-
-
-def _path_str(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
 def decay_mask(params) -> Any:
@@ -60,7 +58,7 @@ def freeze_until(step_count: int, pattern: str) -> optax.GradientTransformation:
     frozen = state.count < step_count
 
     def gate(path, update):
-      if regex.search(_path_str(path)):
+      if regex.search(sharding.path_str(path)):
         return jnp.where(frozen, jnp.zeros_like(update), update)
       return update
     updates = jax.tree_util.tree_map_with_path(gate, updates)

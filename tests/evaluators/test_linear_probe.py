@@ -37,8 +37,8 @@ def test_probe_evaluator_labels_and_embeds_each_split(trained_workdir, tiny_demo
   results = dict(linear_probe.LinearProbe(
       path, "train", "validation", families=("instruments",)).run(model))
   # Independently: embeddings, labels with the train split's tags, probes.
-  train = zero_shot._load_split(path, "train")  # pylint: disable=protected-access
-  test = zero_shot._load_split(path, "validation")  # pylint: disable=protected-access
+  train = zero_shot.load_split(path, "train")
+  test = zero_shot.load_split(path, "validation")
   tags = sorted({i for a in train.attributes for i in a["instruments"]})
   train_y = np.array([[t in a["instruments"] for t in tags] for a in train.attributes])
   test_y = np.array([[t in a["instruments"] for t in tags] for a in test.attributes])

@@ -33,7 +33,7 @@ def test_zero_shot_auc_equals_scikit_learn_on_independent_scores(model, tiny_dem
                                         templates=("{}", "music with {}"))
   results = dict(evaluator.run(model))
   # Independently: embed every recording and each tag's two prompts.
-  data = zero_shot._load_split(path, "train")  # pylint: disable=protected-access
+  data = zero_shot.load_split(path, "train")
   families = [a["instrument_families"] for a in data.attributes]
   tags = sorted({f for fs in families for f in fs})
   audio = model.embed_audio(data.waveforms, 16_000)

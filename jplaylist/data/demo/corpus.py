@@ -18,11 +18,13 @@ second call with the same settings reuses the files and the dataset.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import traceback
 import zlib
@@ -303,7 +305,6 @@ def prepare(data_dir: str, settings: DemoSettings = DemoSettings(), *,
   """
   source_dir = os.path.join(data_dir, "demo_source", settings.fingerprint())
   if force and os.path.exists(source_dir):
-    import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(source_dir)
   manifest_path = render_sources(source_dir, settings, num_workers,
                                  ontology.names(ontology_path))
@@ -321,7 +322,6 @@ def load_attributes(example: dict) -> dict:
 
 def summarize(dataset_path: str) -> str:
   """What a built demo dataset holds: counts by split, style, ensemble and source."""
-  import collections  # pylint: disable=g-import-not-at-top
   lines = []
   for split in ("train", "validation", "test"):
     try:
