@@ -24,6 +24,7 @@ from configs import demo as demo_config
 from configs import mulan as mulan_config
 from jplaylist import sharding as sharding_lib
 from jplaylist.audio import frontend
+from jplaylist.models import two_tower
 from jplaylist.trainers import contrastive
 
 _CONFIGS = flags.DEFINE_list(
@@ -56,7 +57,7 @@ def _batch(config, batch_size):
 def measure(config: ml_collections.ConfigDict):
   config.warm_start.text_bert = ""  # weights do not change the cost
   mesh = sharding_lib.make_mesh(tuple(tuple(a) for a in config.mesh))
-  model = contrastive.build_model(config)
+  model = two_tower.build(config)
   optimizer, schedule = contrastive.make_optimizer(config)
   state = jax.jit(functools.partial(contrastive.init_train_state, model, config,
                                     optimizer))(jax.random.key(0))

@@ -86,6 +86,9 @@ def training(config: ml_collections.ConfigDict, *, num_train_steps: int,
   config.keep_checkpoints = 3
   config.eval_every = eval_every
   config.eval_batches = 4
+  # Zero-shot, retrieval, probe and triplet evaluators run every `every`
+  # steps: name -> {kind, every, **options} (jplaylist/evaluators/suite.py).
+  config.evals = ml_collections.ConfigDict()
   config.max_nonfinite_steps = 10      # consecutive non-finite steps before stopping
   config.warm_start = ml_collections.ConfigDict(dict(
       text_bert="", audio_ast="", text_workdir="", audio_workdir=""))

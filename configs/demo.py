@@ -34,6 +34,11 @@ def get_config(arg: str | None = None):
   common.training(config, num_train_steps=600, log_every=20,
                   checkpoint_every=200, eval_every=200)
   config.eval_batches = 1
+  # Zero-shot tagging and text-to-music retrieval on the validation split
+  # while training; `make demo` then runs the full suite on the test split.
+  config.evals.zero_shot = dict(kind="zero_shot", every=200, split="validation",
+                                families=("instrument_families", "instruments", "style"))
+  config.evals.text_to_music = dict(kind="text_to_music", every=200, split="validation")
   config.warm_start.text_bert = "minilm"
   if runlocal:
     config.input.batch_size = 8
@@ -44,4 +49,6 @@ def get_config(arg: str | None = None):
     config.log_every = 1
     config.checkpoint_every = 3
     config.eval_every = 6
+    config.evals.zero_shot.every = 6
+    config.evals.text_to_music.every = 6
   return config

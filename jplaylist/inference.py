@@ -29,7 +29,7 @@ from jplaylist import checkpoint as checkpoint_lib
 from jplaylist.audio import frontend as frontend_lib
 from jplaylist.data import tokenizer as tokenizer_lib
 from jplaylist.models import resnet as resnet_lib
-from jplaylist.trainers import contrastive
+from jplaylist.models import two_tower
 
 TEXT_BUCKETS = (16, 32, 64, 128, 256, 512)
 
@@ -45,7 +45,8 @@ class Model:
   def __init__(self, config: ml_collections.ConfigDict, variables, *,
                batch_size: int = 16, min_last_window: float = 0.5):
     self.config = config
-    self.model = contrastive.build_model(config)
+    self.step = None  # the checkpoint step, when loaded from a workdir
+    self.model = two_tower.build(config)
     self.variables = jax.device_put(variables)
     self.batch_size = batch_size
     self.min_last_window = min_last_window
@@ -53,6 +54,10 @@ class Model:
     self.sample_rate = preset.sample_rate
     self.window_samples = int(round(config.input.window_seconds * preset.sample_rate))
     self.max_text_length = int(config.input.max_text_length)
+
+  def set_variables(self, variables) -> None:
+    """Swaps in other parameters of the same model (compiled functions are kept)."""
+    self.variables = jax.device_put(variables)
 
   @functools.cached_property
   def _audio_fn(self):
@@ -145,4 +150,6 @@ def load(path: str, step: int | None = None, **kwargs) -> Model:
   variables = {"params": {k: v for k, v in state["params"].items() if k != "loss_bias"}}
   if state.get("batch_stats"):
     variables["batch_stats"] = state["batch_stats"]
-  return Model(config, variables, **kwargs)
+  model = Model(config, variables, **kwargs)
+  model.step = int(state["step"])
+  return model

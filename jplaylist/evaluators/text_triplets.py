@@ -40,9 +40,13 @@ def build_triplets(classes: Sequence[ontology.OntologyClass], *, num_negatives: 
 def triplet_accuracy(embed: Callable[[list[str]], np.ndarray], anchors, positives,
                      negatives) -> float:
   """Fraction of (anchor, positive, negative) triplets ranked right by `embed`."""
-  a = embed(list(anchors))
-  p = embed(list(positives))
-  n = embed([t for ts in negatives for t in ts]).reshape(len(anchors), -1, a.shape[1])
+  # Negatives repeat the same descriptions: embed each distinct text once.
+  flat_negatives = [t for ts in negatives for t in ts]
+  unique = sorted(set(anchors) | set(positives) | set(flat_negatives))
+  table = dict(zip(unique, embed(unique)))
+  a = np.stack([table[t] for t in anchors])
+  p = np.stack([table[t] for t in positives])
+  n = np.stack([table[t] for t in flat_negatives]).reshape(len(anchors), -1, a.shape[1])
   positive_cos = np.sum(a * p, axis=1)
   negative_cos = np.einsum("td,tkd->tk", a, n)
   return float(np.mean(positive_cos[:, None] > negative_cos))
@@ -62,6 +66,9 @@ def mean_pooled_minilm(texts: list[str], max_length: int = 128) -> np.ndarray:
   """all-MiniLM-L6-v2 sentence embeddings: masked mean of the last layer, L2-normalised."""
   encoder, params = _minilm()
   ids, mask = tokenizer_lib.encode(texts, max_length)
+  # Pad only to the longest text (rounded up to 16) rather than max_length.
+  length = min(max_length, -(-int(mask.sum(axis=1).max()) // 16) * 16)
+  ids, mask = ids[:, :length], mask[:, :length]
   sequence, _ = jax.jit(encoder.apply)({"params": params}, ids, mask)
   mask_f = mask[..., None].astype(np.float32)
   mean = np.asarray(sequence).astype(np.float32) * mask_f

@@ -132,6 +132,12 @@ class Model(nn.Module):
     return cls(specaugment=specaugment, **fields, **overrides)
 
 
+def build(config: ml_collections.ConfigDict) -> Model:
+  """The model of a whole experiment config: `config.model` at `config.compute_dtype`."""
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
+  return Model.from_config(config.model, dtype=dtype)
+
+
 def init(model: Model, rng: jax.Array, *, batch_size: int = 1, num_samples: int | None = None,
          text_length: int = 16):
   """Initialises all variables with dummy inputs of the right shapes."""

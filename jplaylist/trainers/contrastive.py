@@ -32,9 +32,11 @@ import numpy as np
 import optax
 
 from jplaylist import checkpoint as checkpoint_lib
+from jplaylist import inference
 from jplaylist import losses
 from jplaylist import sharding as sharding_lib
 from jplaylist.data import pipeline
+from jplaylist.evaluators import suite as eval_suite
 from jplaylist.models import ast as ast_lib
 from jplaylist.models import bert as bert_lib
 from jplaylist.models import two_tower
@@ -88,11 +90,6 @@ def make_loaders(config: ml_collections.ConfigDict, split: str, *, train: bool):
 def _next_host_batch(iterators) -> dict[str, np.ndarray]:
   parts = [next(it) for it in iterators]
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def build_model(config: ml_collections.ConfigDict) -> two_tower.Model:
-  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
-  return two_tower.Model.from_config(config.model, dtype=dtype)
 
 
 def initial_variables(model: two_tower.Model, config: ml_collections.ConfigDict,
@@ -240,7 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_iterators = [iter(loader) for loader in make_loaders(config, "train", train=True)]
 
   # --------------------------------------------------- model and optimizer ----
-  model = build_model(config)
+  model = two_tower.build(config)
   optimizer, schedule = make_optimizer(config)
 
   init_state = functools.partial(init_train_state, model, config, optimizer)
@@ -347,8 +344,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                    f"{results['accuracy_audio_to_text']:.3f}")
     return results
 
+  # Zero-shot and retrieval evaluators (config.evals) run on process 0 on a
+  # host copy of the parameters; one inference model is kept, so its compiled
+  # embedding functions are reused at every interval.
+  evaluators = eval_suite.build(config.get("evals"), _dataset_path(config),
+                                log=writer.message) if writer.enabled else []
+  eval_model = []
+
+  def run_evaluators(step, due):
+    if jax.process_count() > 1:
+      params, batch_stats = multihost_utils.process_allgather(
+          (state.params, state.batch_stats), tiled=True)
+    else:
+      params, batch_stats = jax.device_get((state.params, state.batch_stats))
+    if not due:
+      return {}
+    variables = {"params": {k: v for k, v in params.items() if k != "loss_bias"}}
+    if batch_stats:
+      variables["batch_stats"] = batch_stats
+    if eval_model:
+      eval_model[0].set_variables(variables)
+    else:
+      eval_model.append(inference.Model(config, variables))
+    # Evaluation feeds host data on purpose (waveforms, token ids).
+    with jax.transfer_guard("allow"):
+      results = eval_suite.run_all(due, eval_model[0], log=writer.message)
+    writer.scalars(step, results, prefix="evals")
+    writer.message(f"step {step}: " + ", ".join(
+        f"{k} {v:.4f}" for k, v in results.items()
+        if k.startswith("zero_shot/") and k.endswith("auc_roc") or k == "text_to_music/all/map"))
+    return results
+
+  # Every process knows the intervals from the config and takes part in the
+  # gather; only process 0 has built evaluators.
+  intervals = [int(dict(e).get("every", 0)) for e in dict(config.get("evals") or {}).values()]
+
+  def maybe_run_evaluators(step, final=False):
+    if not any(every and (final or step % every == 0) for every in intervals):
+      return {}
+    return run_evaluators(step, [e for e in evaluators if e.due(step) or (final and e.every)])
+
   # ----------------------------------------------------------------- loop ----
-  last_train, last_eval, consecutive_nonfinite, nonfinite_total = {}, {}, 0, 0
+  last_train, last_eval, last_evals = {}, {}, {}
+  consecutive_nonfinite, nonfinite_total = 0, 0
   wait_time, window_start, window_steps = 0.0, time.perf_counter(), 0
   step = first_step
   try:
@@ -394,6 +432,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                      else None)
       if config.eval_every and step % config.eval_every == 0:
         last_eval = evaluate(step)
+      last_evals = maybe_run_evaluators(step) or last_evals
     if stop_requested:
       writer.message(f"signal {stop_requested[0]}: saving step {step} and stopping")
       if not consecutive_nonfinite:
@@ -402,11 +441,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       save(step, force=True)
     if config.eval_every and step == config.num_train_steps and not last_eval:
       last_eval = evaluate(step)
+    if step == config.num_train_steps and step != first_step and not any(
+        e.due(step) for e in evaluators):
+      last_evals = maybe_run_evaluators(step, final=True) or last_evals
   finally:
     checkpointer.close()
     writer.close()
     for signum, handler in previous_handlers.items():
       signal.signal(signum, handler)
-  return {"train": last_train, "eval": last_eval, "step": step,
+  return {"train": last_train, "eval": last_eval, "evals": last_evals, "step": step,
           "uniform_logits_loss": losses.uniform_logits_loss(global_batch, config.loss.kind),
           "ln_batch": math.log(global_batch)}
