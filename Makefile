@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(PY) -m launch.prepare_data --dataset=demo --data_dir=$(DATA_DIR)
 	$(PY) -m launch.train --config=configs/demo.py --workdir=$(WORKDIR) \
 	    --config.input.data_dir=$(DATA_DIR)
+	$(PY) -m launch.evaluate --workdir=$(WORKDIR) --data_dir=$(DATA_DIR) --split=test
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests
