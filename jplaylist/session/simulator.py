@@ -1,0 +1,746 @@
+"""Simulated listeners for the adaptive-playlisting study (WO2024043931A1).
+
+The patent's playlist adapts during a session to what the user does: tracks
+listened to, skipped, liked or disliked, and natural-language requests ("switch
+to jazz"). This module supplies the users. Pieces:
+
+  `Library`     tracks: L2-normalised embeddings [N, d], popularity, durations,
+                and host-side ids and categorical attributes. `synthetic_library`
+                (clusters on the sphere, for tests and benchmarks) or
+                `library_from_index` (an index written by launch/embed.py).
+  `Prototypes`  interests: K unit centres in the embedding space, a text
+                embedding of the request naming each ("switch to sad jazz"),
+                and names. `make_prototypes`: k-means (`kmeans`, in JAX) or
+                attribute combinations.
+  `World`       library + prototypes + `SimConfig`, with the track tables
+                every event reads: features [N, K + r] = [track-prototype
+                cosine, per-listener noise features].
+  `SessionPlan` everything random about B sessions, drawn up front
+                (`sample_sessions`): each listener's bag of prototypes and
+                long-term taste, the prototypes one session activates, the
+                current mood at each event with its switches and text requests,
+                the initial playlist a production system would seed, and the
+                listener's noise.
+
+Choice model. At event t of a session in mood k_t the listener accepts track n
+(plays it past the majority) with probability
+
+  p = sigmoid(slope * cos(e_n, c_{k_t}) + taste_weight * cos(e_n, taste)
+              + taste_noise * e_n . g + bias + session_bias),
+
+g a per-listener random direction scaled so that e_n . g has unit variance over
+the library. The logit is linear in e_n, so `choice_state` gives one direction
+[d] per (session, event) and `true_probabilities` costs one [N, K + r] @ [K + r]
+product (no [N, d] work per event). `respond` turns p into an outcome: an
+accepted track is played to the end (a LIKE with `like_probability`, or left
+after the majority with `late_skip_probability`); a rejected one is skipped in
+the first `skip_threshold` of the track (an early SKIP, a DISLIKE with
+`dislike_probability`) with probability `early_skip_share`, else later but
+before the majority (PARTIAL).
+
+Calibration. `calibrate` fits `bias` and `early_skip_share` so that a shuffled
+playlist (the session's own seeded playlist in random order, or random library
+tracks) gives the skip rates real services report: in Spotify's Music Streaming
+Sessions dataset (Brost et al., 2019) about 24% of tracks are skipped within 5
+seconds and 45-50% before the end. The defaults are its fit on
+`synthetic_library()` with default prototypes (see `SimConfig`); calibrate a
+real library (`library_from_index`) the same way. A shuffle of random library
+tracks ("library") is skipped far more often (about 38% early, 86% before the
+end with the defaults): pass reference="library" to calibrate to that instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jplaylist.session import examples
+# Outcome kinds, re-exported for callers of `respond`.
+from jplaylist.session.examples import (  # pylint: disable=unused-import
+    DISLIKE, LIKE, LISTEN, PARTIAL, SKIP, TEXT)
+
+SEEDINGS = ("seed_neighbours", "popularity")
+REFERENCES = ("playlist", "library")
+# Attributes that name a prototype, in the order a request phrases them
+# ("switch to sad Baroque chorale"); those a library lacks are ignored.
+NAME_ATTRIBUTES = ("mood", "tempo_class", "style", "genre", "instrument_families")
+SYNTHETIC_GENRES = ("jazz", "rock", "classical", "hip hop", "electronic", "folk", "blues",
+                    "reggae", "metal", "pop", "soul", "country", "latin", "ambient", "punk",
+                    "funk")
+SYNTHETIC_MOODS = ("happy", "sad", "calm", "energetic", "dark", "romantic", "dreamy", "angry")
+
+
+def _normalize(x, axis=-1):
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
+
+
+# ------------------------------------------------------------------ library
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LibraryInfo:
+  """Host-side metadata; hashed by identity so a Library can be a jit argument.
+
+  ids: N track ids. attributes: name -> [N] str array, "" where unknown.
+  """
+  ids: tuple[str, ...]
+  attributes: dict[str, np.ndarray]
+
+
+@flax.struct.dataclass
+class Library:
+  """Tracks of a music collection.
+
+  Attributes:
+    embeddings: [N, d] float32 L2-normalised audio embeddings.
+    popularity: [N] float32 play share, sums to 1.
+    duration_s: [N] float32 track lengths in seconds.
+    info: host-side ids and attributes.
+  """
+  embeddings: jax.Array
+  popularity: jax.Array
+  duration_s: jax.Array
+  info: LibraryInfo = flax.struct.field(pytree_node=False)
+
+  @property
+  def num_tracks(self) -> int:
+    return self.embeddings.shape[0]
+
+  @property
+  def attributes(self) -> dict[str, np.ndarray]:
+    return self.info.attributes
+
+
+def _zipf_popularity(num_tracks: int, exponent: float, seed: int) -> np.ndarray:
+  rank = np.random.default_rng(seed).permutation(num_tracks)
+  weight = (rank + 1.0) ** -exponent
+  return (weight / weight.sum()).astype(np.float32)
+
+
+def synthetic_library(rng, num_tracks: int = 10_000, dim: int = 128,
+                      num_clusters: int = 16, *, num_moods: int = 4, spread: float = 1.0,
+                      mood_strength: float = 0.6, zipf_exponent: float = 1.0) -> Library:
+  """Clustered tracks on the sphere with "genre" and "mood" labels.
+
+  e = normalize(genre centre + mood_strength * mood direction + spread * noise),
+  centres, directions and noise of unit norm, so a track's cosine to its genre
+  centre is about (1 + mood_strength^2 + spread^2)^-1/2 (0.65 by default).
+  Genre sizes are Dirichlet(2); popularity is Zipf over a random order;
+  durations log-normal around 3.5 minutes.
+  """
+  # numpy on the host: a handful of one-off draws that would each compile in JAX.
+  host = np.random.default_rng(int(jax.random.randint(rng, (), 0, 2**31 - 1)))
+  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  centres = unit(host.standard_normal((num_clusters, dim)))
+  moods = unit(host.standard_normal((num_moods, dim)))
+  genre = host.choice(num_clusters, num_tracks, p=host.dirichlet(np.full(num_clusters, 2.0)))
+  mood = host.integers(0, num_moods, num_tracks)
+  noise = unit(host.standard_normal((num_tracks, dim)))
+  embeddings = unit(centres[genre] + mood_strength * moods[mood] + spread * noise)
+  genre_names = np.array([SYNTHETIC_GENRES[i] if i < len(SYNTHETIC_GENRES) else f"genre {i}"
+                          for i in range(num_clusters)])
+  mood_names = np.array([SYNTHETIC_MOODS[i] if i < len(SYNTHETIC_MOODS) else f"mood {i}"
+                         for i in range(num_moods)])
+  return Library(
+      embeddings=jnp.asarray(embeddings, jnp.float32),
+      popularity=jnp.asarray(_zipf_popularity(num_tracks, zipf_exponent, host.integers(2**31))),
+      duration_s=jnp.asarray(210.0 * np.exp(0.3 * host.standard_normal(num_tracks)), jnp.float32),
+      info=LibraryInfo(ids=tuple(f"track-{i}" for i in range(num_tracks)),
+                       attributes={"mood": mood_names[mood], "genre": genre_names[genre]}))
+
+
+def _attribute_value(value: Any) -> str:
+  if isinstance(value, (list, tuple)):  # e.g. instrument_families: the first (lead part)
+    value = value[0] if value else None
+  return "" if value is None else str(value)
+
+
+def library_from_index(index, *, attribute_names: Sequence[str] | None = None,
+                       popularity: np.ndarray | None = None, zipf_exponent: float = 1.0,
+                       seed: int = 0, max_values: int = 64,
+                       default_duration_s: float = 210.0) -> Library:
+  """A Library from a `jplaylist.library_index.LibraryIndex`.
+
+  Args:
+    index: the index (ids, embeddings [N, d], attributes, meta).
+    attribute_names: attributes to keep; default every one whose values are
+      strings (or lists of strings) with at most `max_values` distinct values.
+      A list value keeps its first item ("instrument_families" -> the family of
+      the highest part); a missing value is "".
+    popularity: [N] play counts or shares; default Zipf(`zipf_exponent`) over a
+      random order drawn with `seed` (the demo corpus has no play counts).
+    default_duration_s: length of tracks without a numeric "duration_s".
+  """
+  num_tracks = len(index)
+  if num_tracks == 0:
+    raise ValueError("library_from_index: the index has no tracks")
+  keep_all = attribute_names is not None
+  if not keep_all:  # categorical: string (or list of string) values
+    is_text = lambda v: v is None or isinstance(v, str) or (
+        isinstance(v, (list, tuple)) and all(isinstance(i, str) for i in v))
+    names = dict.fromkeys(key for record in index.attributes for key in record)
+    attribute_names = [k for k in names if all(is_text(r.get(k)) for r in index.attributes)]
+  attributes = {}
+  for key in attribute_names:
+    values = np.array([_attribute_value(r.get(key)) for r in index.attributes], dtype=str)
+    if keep_all or len(set(values.tolist()) - {""}) <= max_values:
+      attributes[key] = values
+  durations = np.array([r.get("duration_s") if isinstance(r.get("duration_s"), (int, float))
+                        else default_duration_s for r in index.attributes], np.float32)
+  if popularity is None:
+    popularity = _zipf_popularity(num_tracks, zipf_exponent, seed)
+  popularity = np.asarray(popularity, np.float64)
+  if popularity.shape != (num_tracks,) or np.any(popularity < 0) or popularity.sum() <= 0:
+    raise ValueError(f"popularity: expected [{num_tracks}] non-negative values, not all 0")
+  return Library(embeddings=_normalize(jnp.asarray(index.embeddings, jnp.float32)),
+                 popularity=jnp.asarray(popularity / popularity.sum(), jnp.float32),
+                 duration_s=jnp.asarray(durations),
+                 info=LibraryInfo(ids=tuple(index.ids), attributes=attributes))
+
+
+# ------------------------------------------------------------------ prototypes
+
+
+class KMeansResult(NamedTuple):
+  centres: jax.Array     # [K, d]
+  assignment: jax.Array  # [N] int32
+  inertia: jax.Array     # [] sum of squared distances to the assigned centre
+
+
+def _squared_distances(points, centres):
+  return jnp.maximum(jnp.sum(points**2, -1)[:, None] - 2.0 * points @ centres.T
+                     + jnp.sum(centres**2, -1)[None], 0.0)
+
+
+def _kmeans_once(rng, points, num_clusters, num_iterations):
+  init_key, loop_key = jax.random.split(rng)
+  first = points[jax.random.randint(init_key, (), 0, points.shape[0])]
+  centres = jnp.zeros((num_clusters, points.shape[1]), points.dtype).at[0].set(first)
+
+  # Greedy k-means++ (as scikit-learn): of 2 + log K candidates drawn with
+  # probability ~ D(x)^2, keep the one that lowers the inertia most.
+  num_candidates = 2 + int(np.log(num_clusters))
+
+  def add_centre(i, carry):
+    centres, min_d2 = carry
+    logits = jnp.where(min_d2 > 0, jnp.log(jnp.maximum(min_d2, 1e-30)), -jnp.inf)
+    candidates = jax.random.categorical(jax.random.fold_in(loop_key, i), logits,
+                                        shape=(num_candidates,))
+    d2 = jnp.minimum(min_d2, _squared_distances(points, points[candidates]).T)  # [C, N]
+    best = jnp.argmin(jnp.sum(d2, -1))
+    return centres.at[i].set(points[candidates[best]]), d2[best]
+
+  centres, _ = lax.fori_loop(1, num_clusters, add_centre,
+                             (centres, jnp.sum((points - first)**2, -1)))
+
+  def lloyd(centres, _):
+    assignment = jnp.argmin(_squared_distances(points, centres), -1)
+    sums = jax.ops.segment_sum(points, assignment, num_clusters)
+    counts = jax.ops.segment_sum(jnp.ones(points.shape[0]), assignment, num_clusters)
+    # An emptied cluster keeps its centre rather than becoming NaN.
+    return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None], centres), None
+
+  centres, _ = lax.scan(lloyd, centres, None, length=num_iterations)
+  distances = _squared_distances(points, centres)
+  assignment = jnp.argmin(distances, -1).astype(jnp.int32)
+  return KMeansResult(centres, assignment, jnp.sum(jnp.min(distances, -1)))
+
+
+@functools.partial(jax.jit, static_argnames=("num_clusters", "num_iterations", "num_init"))
+def kmeans(rng, points, num_clusters: int, *, num_iterations: int = 30,
+           num_init: int = 5) -> KMeansResult:
+  """Euclidean k-means: greedy k-means++ seeding, a fixed number of Lloyd steps.
+
+  Deterministic given `rng`; the best (lowest inertia) of `num_init` runs.
+
+  Args:
+    points: [N, d] float32.
+    num_clusters: K <= N.
+  """
+  runs = jax.vmap(lambda key: _kmeans_once(key, points, num_clusters, num_iterations))(
+      jax.random.split(rng, num_init))
+  return jax.tree.map(lambda x: x[jnp.argmin(runs.inertia)], runs)
+
+
+@flax.struct.dataclass
+class Prototypes:
+  """K interests.
+
+  Attributes:
+    centres: [K, d] float32 L2-normalised centres.
+    text: [K, d] float32 L2-normalised text embeddings of the request naming
+      each prototype (`request_texts`); synthetic (centre + noise) until
+      `with_text_embeddings` puts a text tower's in.
+    names: K names made of attribute values ("sad jazz"), or "cluster k".
+    descriptions: per prototype, the (attribute, value) pairs of its name.
+  """
+  centres: jax.Array
+  text: jax.Array
+  names: tuple[str, ...] = flax.struct.field(pytree_node=False)
+  descriptions: tuple[tuple[tuple[str, str], ...], ...] = flax.struct.field(pytree_node=False)
+
+  @property
+  def num_prototypes(self) -> int:
+    return self.centres.shape[0]
+
+
+def _name_attributes(library: Library, names: Sequence[str] | None) -> list[str]:
+  if names is None:
+    present = [n for n in NAME_ATTRIBUTES if n in library.attributes]
+    return present or list(library.attributes)
+  return [n for n in names if n in library.attributes]
+
+
+def _describe(library, members: Sequence[np.ndarray], attribute_names, min_share):
+  """Per prototype, the attribute values shared by at least `min_share` of its tracks."""
+  descriptions = []
+  for index in members:
+    pairs = []
+    for name in attribute_names:
+      values = library.attributes[name][index]
+      values = values[values != ""]
+      if len(values):
+        value, count = collections.Counter(values.tolist()).most_common(1)[0]
+        if count >= min_share * len(index):
+          pairs.append((name, value))
+    descriptions.append(tuple(pairs))
+  return descriptions
+
+
+def make_prototypes(rng, library: Library, num_prototypes: int = 32, *, method: str = "kmeans",
+                    attribute_names: Sequence[str] | None = None, min_tracks: int = 10,
+                    min_share: float = 0.5, text_noise: float = 0.7,
+                    num_iterations: int = 30, num_init: int = 5) -> Prototypes:
+  """Interest prototypes of a library.
+
+  Args:
+    rng: key (k-means seeding and the synthetic text embeddings).
+    library: the tracks.
+    num_prototypes: K; with method "attributes" the K most frequent
+      combinations (fewer if fewer have `min_tracks` tracks).
+    method: "kmeans" (clusters of the embeddings, named by the attribute values
+      at least `min_share` of their tracks share) or "attributes" (one
+      prototype per combination of `attribute_names` values; the centre is the
+      normalised mean embedding of its tracks).
+    attribute_names: "attributes": which attributes combine (required);
+      "kmeans": which name a cluster (default: those of NAME_ATTRIBUTES present).
+    text_noise: synthetic text embedding = normalize(centre + text_noise * u),
+      u a random unit vector (cosine to the centre (1 + text_noise^2)^-1/2).
+  """
+  kmeans_key, text_key = jax.random.split(rng)
+  embeddings = np.asarray(library.embeddings)
+  if method == "kmeans":
+    if not 0 < num_prototypes <= library.num_tracks:
+      raise ValueError(f"num_prototypes={num_prototypes}: need 1..{library.num_tracks}")
+    result = kmeans(kmeans_key, library.embeddings, num_prototypes,
+                    num_iterations=num_iterations, num_init=num_init)
+    centres = _normalize(result.centres)
+    assignment = np.asarray(result.assignment)
+    members = [np.flatnonzero(assignment == k) for k in range(num_prototypes)]
+    descriptions = _describe(library, members, _name_attributes(library, attribute_names),
+                             min_share)
+  elif method == "attributes":
+    if not attribute_names or any(n not in library.attributes for n in attribute_names):
+      raise ValueError(f"attribute_names={attribute_names}: give attributes of the library "
+                       f"({sorted(library.attributes)})")
+    combos = collections.defaultdict(list)
+    for i, combo in enumerate(zip(*(library.attributes[n] for n in attribute_names))):
+      if "" not in combo:
+        combos[combo].append(i)
+    frequent = sorted((c for c in combos if len(combos[c]) >= min_tracks),
+                      key=lambda c: (-len(combos[c]), c))[:num_prototypes]
+    if not frequent:
+      raise ValueError(f"no combination of {attribute_names} has {min_tracks} tracks")
+    members = [np.asarray(combos[c]) for c in frequent]
+    centres = _normalize(jnp.asarray(np.stack([embeddings[m].mean(0) for m in members])))
+    descriptions = [tuple(zip(attribute_names, c)) for c in frequent]
+  else:
+    raise ValueError(f"method={method!r}: expected 'kmeans' or 'attributes'")
+  names = tuple(" ".join(v for _, v in d) or f"cluster {k}" for k, d in enumerate(descriptions))
+  noise = _normalize(jax.random.normal(text_key, centres.shape))
+  return Prototypes(centres=centres.astype(jnp.float32),
+                    text=_normalize(centres + text_noise * noise).astype(jnp.float32),
+                    names=names, descriptions=tuple(descriptions))
+
+
+def request_texts(prototypes: Prototypes, template: str = "switch to {}") -> list[str]:
+  """The request a listener makes when switching to each prototype: K strings."""
+  return [template.format(name) for name in prototypes.names]
+
+
+def with_text_embeddings(prototypes: Prototypes, embed_text: Callable[[list[str]], Any],
+                         template: str = "switch to {}") -> Prototypes:
+  """Prototypes whose `text` is `embed_text(request_texts(...))` ([K, d]).
+
+  `embed_text` is e.g. `jplaylist.inference.load(workdir).embed_text`.
+  """
+  text = np.asarray(embed_text(request_texts(prototypes, template)), np.float32)
+  if text.shape != prototypes.centres.shape:
+    raise ValueError(f"embed_text returned {text.shape}, expected {prototypes.centres.shape}")
+  return prototypes.replace(text=_normalize(jnp.asarray(text)))
+
+
+# ------------------------------------------------------------------ config and world
+
+
+@flax.struct.dataclass
+class SimConfig:
+  """Simulator settings. Shapes and modes are static; the rest are floats
+  (pytree leaves: a sweep can vmap over them).
+
+  bias and early_skip_share are `calibrate`'s fit on `synthetic_library()` with
+  `make_prototypes(rng, library, 32)` and the other defaults: a shuffled
+  seeded playlist then gives 24% early skips and 47.5% skips before the end.
+  """
+  num_events: int = flax.struct.field(pytree_node=False, default=50)  # E per session
+  num_prototypes: int = flax.struct.field(pytree_node=False, default=32)  # K to make
+  bag_size: int = flax.struct.field(pytree_node=False, default=6)  # M prototypes a listener likes
+  # A <= M prototypes a session visits (mood switches move between them).
+  active_per_session: int = flax.struct.field(pytree_node=False, default=3)
+  playlist_length: int = flax.struct.field(pytree_node=False, default=100)  # L seeded tracks
+  seeding: str = flax.struct.field(pytree_node=False, default="seed_neighbours")  # or "popularity"
+  noise_rank: int = flax.struct.field(pytree_node=False, default=16)  # r; fixed by make_world
+  switch_probability: float = 0.04   # mood switch before each event after the first
+  text_probability: float = 0.5      # a switch comes with a text request
+  seed_sharpness: float = 20.0       # seed track ~ softmax(sharpness * cos to the first mood)
+  slope: float = 8.0                 # logit per unit cosine to the current mood's centre
+  bias: float = -3.80                # calibrated
+  taste_weight: float = 2.0          # logit per unit cosine to the long-term taste
+  taste_noise: float = 1.0           # std of the listener's own linear taste deviation
+  session_noise: float = 0.5         # std of a per-session logit offset
+  early_skip_share: float = 0.567    # calibrated: P(skip < skip_threshold | rejected)
+  late_skip_probability: float = 0.1  # P(left after the majority | accepted, not liked)
+  like_probability: float = 0.1      # P(like | accepted)
+  dislike_probability: float = 0.05  # P(dislike | early skip)
+  skip_threshold: float = 0.05       # played fraction of an early skip
+  majority: float = 0.5              # played fraction above which a track counts as listened
+
+
+@flax.struct.dataclass
+class World:
+  """What every event reads: library, prototypes, config and track tables.
+
+  Attributes:
+    features: [N, K + r] float32: cos(e_n, c_k) for the K prototypes, then
+      e_n @ noise_projection (r noise features of unit RMS over the library,
+      divided by sqrt(r)).
+    basis: [K + r, d] float32: the centres, then the noise projection's
+      transpose; features = embeddings @ basis.T.
+  """
+  library: Library
+  prototypes: Prototypes
+  features: jax.Array
+  basis: jax.Array
+  config: SimConfig
+
+  @property
+  def num_prototypes(self) -> int:
+    return self.prototypes.centres.shape[0]
+
+
+def make_world(rng, library: Library, prototypes: Prototypes,
+               config: SimConfig = SimConfig()) -> World:
+  """Checks the config against the prototypes and precomputes the track tables."""
+  num_prototypes = prototypes.num_prototypes
+  if not 1 <= config.active_per_session <= config.bag_size <= num_prototypes:
+    raise ValueError(f"need 1 <= active_per_session ({config.active_per_session}) <= bag_size "
+                     f"({config.bag_size}) <= number of prototypes ({num_prototypes})")
+  if config.seeding not in SEEDINGS:
+    raise ValueError(f"seeding={config.seeding!r}: expected one of {SEEDINGS}")
+  if config.playlist_length > library.num_tracks:
+    raise ValueError(f"playlist_length={config.playlist_length} > {library.num_tracks} tracks")
+  gaussian = jax.random.normal(rng, (library.embeddings.shape[1], config.noise_rank))
+  rms = jnp.sqrt(jnp.mean((library.embeddings @ gaussian)**2, axis=0))
+  projection = gaussian / rms / np.sqrt(config.noise_rank)
+  basis = jnp.concatenate([prototypes.centres, projection.T]).astype(jnp.float32)
+  return World(library=library, prototypes=prototypes, features=library.embeddings @ basis.T,
+               basis=basis, config=config)
+
+
+# ------------------------------------------------------------------ sessions
+
+
+@flax.struct.dataclass
+class SessionPlan:
+  """B sessions drawn up front; index one with `plan.session(b)`.
+
+  Attributes:
+    prototype: [B, E] int32 current mood (prototype index) at each event.
+    switch: [B, E] bool the mood switched just before this event (never at 0).
+    text_request: [B, E] bool the switch came with a text request (text
+      embedding `prototypes.text[prototype]`).
+    active: [B, A] int32 the prototypes this session visits; active[:, 0]
+      is the first mood.
+    bag: [B, M] int32 the listener's prototypes.
+    bag_weights: [B, M] float32 taste = sum_m bag_weights[m] centres[bag[m]].
+    taste: [B, d] float32 long-term taste, unit norm.
+    playlist: [B, L] int32 initial playlist (seed first, then its neighbours by
+      cosine; or L tracks drawn without replacement by popularity).
+    seed_track: [B] int32 the seed (-1 with popularity seeding).
+    bias_offset: [B] float32 the session's logit offset.
+    noise_weights: [B, r] float32 the listener's taste deviation, N(0, 1).
+  """
+  prototype: jax.Array
+  switch: jax.Array
+  text_request: jax.Array
+  active: jax.Array
+  bag: jax.Array
+  bag_weights: jax.Array
+  taste: jax.Array
+  playlist: jax.Array
+  seed_track: jax.Array
+  bias_offset: jax.Array
+  noise_weights: jax.Array
+
+  @property
+  def num_sessions(self) -> int:
+    return self.prototype.shape[0]
+
+  def session(self, index) -> SessionPlan:
+    return jax.tree.map(lambda x: x[index], self)
+
+
+def _sample_session(rng, world: World) -> SessionPlan:
+  config, library = world.config, world.library
+  num_events, num_active = config.num_events, config.active_per_session
+  num_prototypes, num_tracks = world.num_prototypes, library.num_tracks
+  # One uniform draw sliced and transformed: every jax.random call would add
+  # its own inlined threefry to the compile (about 0.3 s each on CPU).
+  sizes = dict(bag=num_prototypes, weights=config.bag_size, active=config.bag_size,
+               switch=num_events, text=num_events, step=num_events, seed=num_tracks,
+               bias=1, noise=2 * config.noise_rank)
+  uniform = jax.random.uniform(rng, (sum(sizes.values()),), minval=1e-7, maxval=1.0)
+  draws = dict(zip(sizes, jnp.split(uniform, np.cumsum(list(sizes.values()))[:-1])))
+  gumbel = lambda name: -jnp.log(-jnp.log(draws[name]))
+  top_k = lambda logits, k: lax.top_k(logits, k)[1].astype(jnp.int32)
+
+  bag = top_k(gumbel("bag"), config.bag_size)  # M of K without replacement
+  weights = -jnp.log(draws["weights"])  # Exp(1); normalised: Dirichlet(1)
+  taste = weights @ world.prototypes.centres[bag]
+  norm = jnp.maximum(jnp.linalg.norm(taste), 1e-12)
+  active = bag[top_k(jnp.log(weights) + gumbel("active"), num_active)]  # ~ weights
+  later = jnp.arange(num_events) > 0
+  switch = later & (draws["switch"] < config.switch_probability) & (num_active > 1)
+  text = switch & (draws["text"] < config.text_probability)
+  # Each switch moves to one of the other active prototypes, uniformly.
+  step = 1 + jnp.floor(draws["step"] * (num_active - 1)).astype(jnp.int32)
+  position = jnp.cumsum(jnp.where(switch, step, 0)) % num_active
+  if config.seeding == "seed_neighbours":
+    seed = jnp.argmax(config.seed_sharpness * world.features[:, active[0]]
+                      + gumbel("seed")).astype(jnp.int32)
+    cosine = library.embeddings @ library.embeddings[seed]
+    playlist = top_k(cosine.at[seed].set(jnp.inf), config.playlist_length)
+  else:
+    seed = jnp.int32(-1)
+    playlist = top_k(jnp.log(jnp.maximum(library.popularity, 1e-30)) + gumbel("seed"),
+                     config.playlist_length)
+  # Box-Muller: normals from pairs of uniforms.
+  radius, angle = jnp.split(draws["noise"], 2)
+  noise = jnp.sqrt(-2.0 * jnp.log(radius)) * jnp.cos(2.0 * jnp.pi * angle)
+  bias_offset = jax.scipy.special.ndtri(draws["bias"][0])
+  return SessionPlan(
+      prototype=active[position], switch=switch, text_request=text, active=active, bag=bag,
+      bag_weights=weights / norm, taste=taste / norm, playlist=playlist, seed_track=seed,
+      bias_offset=config.session_noise * bias_offset, noise_weights=noise)
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size",))
+def _sample_batched(keys, world, batch_size):
+  return lax.map(lambda key: _sample_session(key, world), keys, batch_size=batch_size)
+
+
+def sample_sessions(rng, num_sessions: int, world: World, *,
+                    batch_size: int = 256) -> SessionPlan:
+  """Draws `num_sessions` sessions (listener, moods, playlist, noise).
+
+  Sessions are drawn `batch_size` at a time so seeding's [batch, N] cosines
+  stay small. Session b is a function of (rng, b) only.
+  """
+  keys = jax.random.split(rng, num_sessions)
+  return _sample_batched(keys, world, min(batch_size, num_sessions))
+
+
+# ------------------------------------------------------------------ choice model
+
+
+@flax.struct.dataclass
+class ChoiceState:
+  """One session at one event: logit(e) = e @ direction + bias.
+
+  Attributes:
+    direction: [d] float32 = coefficients @ world.basis.
+    coefficients: [K + r] float32 weights of world.features.
+    bias: [] float32 config.bias + the session's offset.
+  """
+  direction: jax.Array
+  coefficients: jax.Array
+  bias: jax.Array
+
+
+def choice_state(world: World, plan: SessionPlan, event) -> ChoiceState:
+  """The listener of one session (`plan.session(b)`) at `event` (may be traced)."""
+  config = world.config
+  mood = jax.nn.one_hot(plan.prototype[event], world.num_prototypes)
+  taste = jnp.zeros(world.num_prototypes).at[plan.bag].add(plan.bag_weights)
+  coefficients = jnp.concatenate([config.slope * mood + config.taste_weight * taste,
+                                  config.taste_noise * plan.noise_weights])
+  return ChoiceState(direction=coefficients @ world.basis, coefficients=coefficients,
+                     bias=config.bias + plan.bias_offset)
+
+
+def listen_probability(track_embeddings, state: ChoiceState):
+  """P(accept) of any tracks: [..., d] embeddings -> [...] (O(d) per track)."""
+  return jax.nn.sigmoid(track_embeddings @ state.direction + state.bias)
+
+
+def true_probabilities(world: World, plan: SessionPlan, event):
+  """[N] P(accept) of every library track for one session at `event` (the oracle).
+
+  O(N (K + r)): a product with the precomputed features, no [N, d] work.
+  """
+  state = choice_state(world, plan, event)
+  return jax.nn.sigmoid(world.features @ state.coefficients + state.bias)
+
+
+def track_probabilities(world: World, plan: SessionPlan, event, tracks):
+  """P(accept) of library tracks `tracks` ([...] int) for one session at `event`."""
+  state = choice_state(world, plan, event)
+  return jax.nn.sigmoid(world.features[tracks] @ state.coefficients + state.bias)
+
+
+def respond(rng, p, config: SimConfig):
+  """The listener's reaction to tracks accepted with probability p.
+
+  Args:
+    rng: key.
+    p: [...] P(accept), e.g. `track_probabilities`.
+    config: response settings.
+
+  Returns:
+    kind: [...] int32 LISTEN, LIKE (accepted), SKIP, DISLIKE or PARTIAL.
+    played_fraction: [...] float32 in (0, 1]: 1 for a full play, (majority, 1)
+      for a late skip, [0, skip_threshold) early, [skip_threshold, majority)
+      PARTIAL.
+    label: [...] float32 Y of the kind (examples.LABEL_OF_KIND).
+  """
+  p = jnp.asarray(p, jnp.float32)
+  u = jax.random.uniform(rng, (6,) + p.shape)
+  accepted = u[0] < p
+  liked = accepted & (u[1] < config.like_probability)
+  late = accepted & ~liked & (u[2] < config.late_skip_probability)
+  early = ~accepted & (u[3] < config.early_skip_share)
+  disliked = early & (u[4] < config.dislike_probability)
+  threshold, majority = config.skip_threshold, config.majority
+  fraction = jnp.where(
+      accepted, jnp.where(late, majority + (1.0 - u[5]) * (1.0 - majority), 1.0),
+      jnp.where(early, u[5] * threshold, threshold + u[5] * (majority - threshold)))
+  kind = examples.play_kind(fraction, liked, disliked, skip_threshold=threshold,
+                            majority=majority)
+  return kind, fraction, jnp.asarray(examples.LABEL_OF_KIND, jnp.float32)[kind]
+
+
+# ------------------------------------------------------------------ calibration
+
+
+def reference_tracks(rng, plan: SessionPlan, num_tracks: int, reference: str = "playlist"):
+  """[B, E] tracks a shuffle serves: the session's playlist in a random order
+  ("playlist", cycling if L < E) or uniform library tracks ("library")."""
+  num_sessions, num_events = plan.prototype.shape
+  if reference == "playlist":
+    length = plan.playlist.shape[1]
+    order = jnp.argsort(jax.random.uniform(rng, (num_sessions, length)), axis=1)
+    order = order[:, jnp.arange(num_events) % length]
+    return jnp.take_along_axis(plan.playlist, order, axis=1)
+  if reference == "library":
+    return jax.random.randint(rng, (num_sessions, num_events), 0, num_tracks)
+  raise ValueError(f"reference={reference!r}: expected one of {REFERENCES}")
+
+
+@functools.partial(jax.jit, static_argnames=("reference",))
+def _served_logits(rng, world, plan, reference):
+  """[B, E] logits of the tracks a shuffle serves, without config.bias."""
+  tracks = reference_tracks(rng, plan, world.library.num_tracks, reference)
+
+  def one_session(session, served):
+    coefficients = jax.vmap(lambda event: choice_state(world, session, event).coefficients)(
+        jnp.arange(served.shape[0]))
+    return jnp.sum(world.features[served] * coefficients, -1) + session.bias_offset
+  return jax.vmap(one_session)(plan, tracks)
+
+
+def calibrate(rng, world: World, *, num_sessions: int = 4096, reference: str = "playlist",
+              early_skip_rate: float = 0.24, skip_before_end_rate: float = 0.475) -> SimConfig:
+  """Fits config.bias and config.early_skip_share to shuffle skip rates.
+
+  Under a shuffle (`reference_tracks`), with a the rate of late skips among
+  accepted tracks ((1 - like_probability) * late_skip_probability), the
+  expected rates are
+    skip before the end = R + (1 - R) a,   early skip = R * early_skip_share,
+  R = mean(1 - p) over sessions and events. R follows from the first target;
+  the bias giving it is found by bisection (R decreases with the bias) on
+  `num_sessions` sampled sessions; early_skip_share = early target / R.
+
+  Returns:
+    world.config with bias and early_skip_share replaced.
+  """
+  config = world.config
+  late = (1.0 - config.like_probability) * config.late_skip_probability
+  reject_rate = (skip_before_end_rate - late) / (1.0 - late)
+  share = early_skip_rate / reject_rate if reject_rate > 0 else np.inf
+  if not 0 < reject_rate < 1 or share > 1:
+    raise ValueError(f"targets early={early_skip_rate}, before end={skip_before_end_rate} "
+                     f"cannot be met with late_skip_probability={config.late_skip_probability}")
+  plan_key, order_key = jax.random.split(rng)
+  plan = sample_sessions(plan_key, num_sessions, world)
+  bias = _bisect_bias(_served_logits(order_key, world, plan, reference), reject_rate)
+  return config.replace(bias=float(bias), early_skip_share=float(share))
+
+
+@jax.jit
+def _bisect_bias(logits, reject_rate):
+  """The bias b with mean(sigmoid(-(logits + b))) = reject_rate."""
+  def bisect(_, bounds):
+    low, high = bounds
+    middle = 0.5 * (low + high)
+    too_many_skips = jnp.mean(jax.nn.sigmoid(-(logits + middle))) > reject_rate
+    return jnp.where(too_many_skips, middle, low), jnp.where(too_many_skips, high, middle)
+  low, high = lax.fori_loop(0, 60, bisect, (jnp.float32(-50.0), jnp.float32(50.0)))
+  return 0.5 * (low + high)
+
+
+@functools.partial(jax.jit, static_argnames=("reference", "with_oracle"))
+def _shuffle_outcomes(rng, world, plan, reference, with_oracle):
+  order_key, respond_key = jax.random.split(rng)
+  p = jax.nn.sigmoid(_served_logits(order_key, world, plan, reference) + world.config.bias)
+  kind, fraction, _ = respond(respond_key, p, world.config)
+  rates = {"early_skip": fraction < world.config.skip_threshold,
+           "skip_before_end": fraction < 1.0, "partial": kind == PARTIAL,
+           "listen": (kind == LISTEN) | (kind == LIKE), "like": kind == LIKE,
+           "dislike": kind == DISLIKE, "mean_p": p}
+  if with_oracle:  # the best library track at each event
+    events = jnp.arange(world.config.num_events)
+    best = lambda s: jax.vmap(lambda t: jnp.max(true_probabilities(world, s, t)))(events)
+    rates["oracle_p"] = lax.map(best, plan, batch_size=16)
+  return {name: jnp.mean(x.astype(jnp.float32)) for name, x in rates.items()}
+
+
+def shuffle_rates(rng, world: World, *, num_sessions: int = 4096, reference: str = "playlist",
+                  with_oracle: bool = True) -> dict[str, float]:
+  """Rates of each outcome when a shuffle is served, simulated with `respond`.
+
+  Returns early_skip (played < skip_threshold), skip_before_end (played < 1),
+  partial, listen (LISTEN or LIKE), like, dislike, mean_p, and with_oracle
+  oracle_p: the mean P(accept) of the best library track at each event.
+  """
+  plan_key, outcome_key = jax.random.split(rng)
+  plan = sample_sessions(plan_key, num_sessions, world)
+  rates = _shuffle_outcomes(outcome_key, world, plan, reference, with_oracle)
+  return {name: float(value) for name, value in rates.items()}
