@@ -1,7 +1,7 @@
 r"""Embeds a folder of audio files or a TFDS split into a library index.
 
-  python -m launch.embed --workdir=workdirs/demo --split=test \
-      --dataset=data/music_text/demo/1.0.0 --output=workdirs/demo/library_test.npz
+  python -m launch.embed --workdir=workdirs/demo --split=train,validation,test \
+      --dataset=data/music_text/demo/1.0.0 --output=workdirs/demo/library.npz
   python -m launch.embed --workdir=workdirs/demo --folder=/path/to/music \
       --output=/tmp/my_library.npz
 
@@ -28,7 +28,7 @@ from jplaylist.data import builder
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir of the model.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
 _DATASET = flags.DEFINE_string("dataset", None, "Built dataset folder (TFDS version dir).")
-_SPLIT = flags.DEFINE_string("split", "test", "Split of --dataset.")
+_SPLIT = flags.DEFINE_list("split", ["test"], "Split(s) of --dataset, e.g. train,validation,test.")
 _FOLDER = flags.DEFINE_string("folder", None, "A folder of audio files instead.")
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write the .npz index.")
 _CHUNK = flags.DEFINE_integer("chunk", 32, "Recordings embedded per call.")
@@ -40,12 +40,13 @@ def _records():
   if bool(_DATASET.value) == bool(_FOLDER.value):
     raise app.UsageError("give exactly one of --dataset and --folder")
   if _DATASET.value:
-    source = builder.open_split(_DATASET.value, _SPLIT.value)
     rate = builder.sample_rate_of(_DATASET.value)
-    for i in range(len(source)):
-      example = source[i]
-      yield (example["id"].decode(), audio_io.int16_to_float(np.asarray(example["audio"])),
-             rate, json.loads(example["attributes"]))
+    for split in _SPLIT.value:
+      source = builder.open_split(_DATASET.value, split)
+      for i in range(len(source)):
+        example = source[i]
+        yield (example["id"].decode(), audio_io.int16_to_float(np.asarray(example["audio"])),
+               rate, {**json.loads(example["attributes"]), "split": split})
     return
   for root, _, files in sorted(os.walk(_FOLDER.value)):
     for name in sorted(files):
@@ -85,7 +86,8 @@ def main(argv):
                            else np.zeros((0, model.model.embed_dim), np.float32)),
       attributes=attributes,
       meta={"workdir": os.path.abspath(_WORKDIR.value), "step": _STEP.value,
-            "source": _DATASET.value or _FOLDER.value, "split": _SPLIT.value})
+            "source": _DATASET.value or _FOLDER.value,
+            "split": ",".join(_SPLIT.value) if _DATASET.value else None})
   path = index.save(_OUTPUT.value)
   print(f"Wrote {len(index)} embeddings ({index.embeddings.shape[1]}-d) to {path}")
 
