@@ -28,6 +28,11 @@ demo: $(STAMP)
 	$(PY) -m launch.train --config=configs/demo.py --workdir=$(WORKDIR) \
 	    --config.input.data_dir=$(DATA_DIR)
 	$(PY) -m launch.evaluate --workdir=$(WORKDIR) --data_dir=$(DATA_DIR) --split=test
+	$(PY) -m launch.embed --workdir=$(WORKDIR) --dataset=$(DATA_DIR)/music_text/demo/1.0.0 \
+	    --split=train,validation,test --output=$(WORKDIR)/library.npz
+	$(PY) -m launch.simulate --config=configs/session_study.py:library=demo \
+	    --config.library.index=$(WORKDIR)/library.npz --config.library.text_workdir=$(WORKDIR) \
+	    --output_dir=$(WORKDIR)/study
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests

@@ -79,12 +79,17 @@ def get_config(arg: str | None = None):
     config.sim.num_events = 30
     config.sim.bag_size = 4
     config.num_sessions = 2000
+  if runlocal and args["library"] == "demo":  # a handful of recordings
+    config.library.prototypes = "kmeans"
+    config.library.num_prototypes = 3
+    config.library.attribute_names = ()
   if runlocal:
     config.library.num_tracks = 500
     config.library.dim = 16
-    config.library.num_prototypes = 8
+    if args["library"] != "demo":
+      config.library.num_prototypes = 8
     config.sim.num_events = 8
-    config.sim.playlist_length = 20
+    config.sim.playlist_length = 6 if args["library"] == "demo" else 20
     config.sim.bag_size = 3
     config.sim.active_per_session = 2
     config.num_sessions = 16

@@ -17,16 +17,22 @@ compiles once per shape bucket however many items a call holds.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+import json
+import os
+from typing import Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import soxr
+import tqdm
 
 from jplaylist import checkpoint as checkpoint_lib
+from jplaylist import library_index
 from jplaylist.audio import frontend as frontend_lib
+from jplaylist.data import audio_io
+from jplaylist.data import builder
 from jplaylist.data import tokenizer as tokenizer_lib
 from jplaylist.models import resnet as resnet_lib
 from jplaylist.models import two_tower
@@ -153,3 +159,68 @@ def load(path: str, step: int | None = None, **kwargs) -> Model:
   model = Model(config, variables, **kwargs)
   model.step = int(state["step"])
   return model
+
+
+def _index(model: Model, records: Iterable, chunk: int, meta: dict,
+           progress: bool) -> library_index.LibraryIndex:
+  """Embeds (id, waveform, rate, attributes) records `chunk` at a time."""
+  ids, attributes, embeddings, pending = [], [], [], []
+
+  def flush():
+    by_rate = {}
+    for item in pending:
+      by_rate.setdefault(item[2], []).append(item)
+    for rate, items in by_rate.items():
+      ids.extend(i[0] for i in items)
+      attributes.extend(i[3] for i in items)
+      embeddings.append(model.embed_audio([i[1] for i in items], rate))
+    pending.clear()
+
+  for record in tqdm.tqdm(records, desc="Embedding", unit="rec", disable=not progress):
+    pending.append(record)
+    if len(pending) >= chunk:
+      flush()
+  flush()
+  return library_index.LibraryIndex(
+      ids=ids, embeddings=(np.concatenate(embeddings) if embeddings
+                           else np.zeros((0, model.model.embed_dim), np.float32)),
+      attributes=attributes, meta={"step": model.step, **meta})
+
+
+def index_dataset(model: Model, dataset_path: str, splits: Sequence[str] = ("test",), *,
+                  chunk: int = 32, progress: bool = True) -> library_index.LibraryIndex:
+  """A library index of splits of a built dataset (attributes gain "split")."""
+  def records():
+    rate = builder.sample_rate_of(dataset_path)
+    for split in splits:
+      source = builder.open_split(dataset_path, split)
+      for i in range(len(source)):
+        example = source[i]
+        yield (example["id"].decode(), audio_io.int16_to_float(np.asarray(example["audio"])),
+               rate, {**json.loads(example["attributes"]), "split": split})
+  return _index(model, records(), chunk, {"source": dataset_path, "split": ",".join(splits)},
+                progress)
+
+
+def index_folder(model: Model, folder: str, *, chunk: int = 32, progress: bool = True
+                 ) -> tuple[library_index.LibraryIndex, list[tuple[str, str]]]:
+  """A library index of the audio files under `folder` (ids: relative paths).
+
+  Returns:
+    (index, [(path, reason)] of files that could not be read).
+  """
+  skipped = []
+
+  def records():
+    for root, _, files in sorted(os.walk(folder)):
+      for name in sorted(files):
+        if not name.lower().endswith(audio_io.AUDIO_EXTENSIONS):
+          continue
+        path = os.path.join(root, name)
+        try:
+          samples, rate = audio_io.decode(path)
+        except audio_io.InvalidAudio as e:
+          skipped.append((path, str(e)))
+          continue
+        yield os.path.relpath(path, folder), samples.mean(axis=1), rate, {}
+  return _index(model, records(), chunk, {"source": folder}, progress), skipped

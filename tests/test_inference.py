@@ -127,7 +127,7 @@ def test_embed_launcher_writes_a_library_index(tiny_demo, workdir, model, tmp_pa
   assert sorted(index.ids) == sorted(records)
   for record_id, embedding, attributes in zip(index.ids, index.embeddings, index.attributes):
     record = records[record_id]
-    assert attributes == json.loads(record["attributes"])
+    assert attributes == {**json.loads(record["attributes"]), "split": "train"}
     expected = model.embed_audio([audio_io.int16_to_float(np.asarray(record["audio"]))], RATE)
     np.testing.assert_allclose(embedding, expected[0], atol=1e-5)
   assert index.meta["workdir"] == os.path.abspath(workdir)
