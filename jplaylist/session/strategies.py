@@ -20,7 +20,9 @@ mixing weights mean the same whatever the scale of each part. Every score is a
 [N, d] @ [d] product; per-session work besides it is O(T^3) (the T x T Newton
 systems) or O(T d).
 
-Baselines: "knn" (step 2 only), "linucb" (ridge regression with an upper
+Baselines: "adaptive_mlp" (the same, with a small MLP in place of the
+linear classifier once `mlp_after` labelled examples exist: the model family
+chosen by session length), "knn" (step 2 only), "linucb" (ridge regression with an upper
 confidence bonus, in T-space by Woodbury), "thompson" (one draw from the
 logistic regression's Laplace posterior per event). "initial", "shuffle",
 "popularity" and "oracle" need no learner; the study scores them itself.
@@ -31,11 +33,15 @@ from __future__ import annotations
 import flax.struct
 import jax
 import jax.numpy as jnp
+import optax
 
 from jplaylist.session import examples
 from jplaylist.session import logreg
 
-STRATEGIES = ("adaptive", "classifier", "knn", "linucb", "thompson")
+STRATEGIES = ("adaptive", "adaptive_mlp", "classifier", "knn", "linucb", "thompson")
+# The small MLP of "adaptive_mlp": hidden units and gradient steps per event.
+MLP_HIDDEN = 16
+MLP_STEPS = 20
 
 
 @flax.struct.dataclass
@@ -57,6 +63,8 @@ class StrategyParams:
   ucb_alpha: jax.Array = 1.0          # LinUCB exploration bonus
   ucb_ridge: jax.Array = 1.0          # LinUCB ridge
   thompson_scale: jax.Array = 1.0     # Laplace posterior scale
+  mlp_after: jax.Array = 12.0         # labelled examples from which adaptive_mlp uses its MLP
+  mlp_learning_rate: jax.Array = 0.05  # Adam step of the MLP refits
 
   @classmethod
   def create(cls, **overrides) -> StrategyParams:
@@ -96,6 +104,7 @@ class State:
   gram: jax.Array
   fit: logreg.LogRegFit
   taste: jax.Array
+  mlp: dict
 
 
 def init_state(max_examples: int, dim: int, taste) -> State:
@@ -105,7 +114,45 @@ def init_state(max_examples: int, dim: int, taste) -> State:
                fit=logreg.LogRegFit(coef=jnp.zeros((dim,), jnp.float32),
                                     intercept=jnp.zeros((), jnp.float32),
                                     alpha=jnp.zeros((max_examples,), jnp.float32)),
-               taste=jnp.asarray(taste, jnp.float32))
+               taste=jnp.asarray(taste, jnp.float32),
+               mlp=init_mlp(jax.random.key(0), dim))
+
+
+def init_mlp(rng, dim: int, hidden: int = MLP_HIDDEN) -> dict:
+  """Parameters of the session MLP d -> hidden (tanh) -> 1."""
+  return {"w1": jax.random.normal(rng, (dim, hidden), jnp.float32) / jnp.sqrt(dim),
+          "b1": jnp.zeros((hidden,), jnp.float32),
+          "w2": jnp.zeros((hidden,), jnp.float32), "b2": jnp.zeros((), jnp.float32)}
+
+
+def mlp_logits(mlp: dict, x):
+  """[..., d] -> [...] logits of the session MLP."""
+  return jnp.tanh(x @ mlp["w1"] + mlp["b1"]) @ mlp["w2"] + mlp["b2"]
+
+
+def fit_mlp(mlp: dict, x, label, weights, *, C, learning_rate, num_steps: int = MLP_STEPS):
+  """Refits the MLP on weighted examples: `num_steps` Adam steps, warm-started.
+
+  The objective is the classifier's: 0.5 |params|^2 + C sum_i w_i logloss_i,
+  divided by 1 + C sum_i w_i so the step size means the same at any evidence.
+  """
+  scale = 1.0 + C * jnp.sum(weights)
+
+  def objective(params):
+    z = mlp_logits(params, x)
+    logloss = jnp.logaddexp(0.0, z) - label * z
+    penalty = sum(jnp.sum(p * p) for k, p in params.items() if k.startswith("w"))
+    return (0.5 * penalty + C * jnp.sum(weights * logloss)) / scale
+
+  optimizer = optax.adam(learning_rate)
+
+  def step(carry, _):
+    params, opt_state = carry
+    updates, opt_state = optimizer.update(jax.grad(objective)(params), opt_state)
+    return (optax.apply_updates(params, updates), opt_state), None
+
+  (mlp, _), _ = jax.lax.scan(step, (mlp, optimizer.init(mlp)), None, length=num_steps)
+  return mlp
 
 
 def _with_gram_row(state: State, history: examples.History, slot) -> State:
@@ -234,17 +281,28 @@ def score(strategy: str, state: State, params: StrategyParams, cand, stats, even
                                             C=params.C, scale=params.thompson_scale,
                                             gram=state.gram)
     return cand @ coef[0] + intercept[0], state
-  if strategy != "adaptive":
+  if strategy not in ("adaptive", "adaptive_mlp"):
     raise ValueError(f"unknown strategy {strategy!r}; known: {STRATEGIES}")
   # Each part standardised over the candidates, then mixed: still one
   # [N, d] @ [d] product, since standardising a linear score is linear.
   lam = handover(history, weights, params)
   rho = mix_weight(history, params)
+  use_mlp = jnp.float32(0.0)
+  if strategy == "adaptive_mlp":  # the model family follows the evidence
+    use_mlp = (examples.evidence(history) >= params.mlp_after).astype(jnp.float32)
   parts = [(knn_query(history, weights, params.knn_negative), (1.0 - rho) * (1.0 - lam)),
-           (fit.coef, (1.0 - rho) * lam), (state.taste, rho)]
+           (fit.coef, (1.0 - rho) * lam * (1.0 - use_mlp)), (state.taste, rho)]
   direction, offset = jnp.zeros_like(state.taste), jnp.float32(0.0)
   for vector, weight in parts:
     unit, shift = standardized(vector, stats)
     direction += weight * unit
     offset += weight * shift
-  return cand @ direction - offset, state
+  scores = cand @ direction - offset
+  if strategy == "adaptive_mlp":
+    mlp = fit_mlp(state.mlp, history.x, history.label, weights, C=params.C,
+                  learning_rate=params.mlp_learning_rate)
+    state = state.replace(mlp=mlp)
+    nonlinear = mlp_logits(mlp, cand)
+    standard = (nonlinear - jnp.mean(nonlinear)) / jnp.maximum(jnp.std(nonlinear), 1e-6)
+    scores = scores + (1.0 - rho) * lam * use_mlp * standard
+  return scores, state
