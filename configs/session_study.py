@@ -58,7 +58,7 @@ def get_config(arg: str | None = None):
   # The study.
   config.num_sessions = 2000
   config.candidates = "playlist"          # re-sort the playlist, or "library"
-  config.strategies = ("adaptive", "knn", "linucb", "thompson", "popularity",
+  config.strategies = ("adaptive", "adaptive_mlp", "knn", "linucb", "thompson", "popularity",
                        "initial", "shuffle", "oracle")
   config.baseline = "initial"             # paired differences against it
   config.ranking_metrics = True           # nDCG@10 / P@10 of the remainder, every event
