@@ -88,7 +88,7 @@ def get_config(arg: str | None = None):
     config.library.dim = 16
     if args["library"] != "demo":
       config.library.num_prototypes = 8
-    config.sim.num_events = 8
+    config.sim.num_events = 4 if args["library"] == "demo" else 8
     config.sim.playlist_length = 6 if args["library"] == "demo" else 20
     config.sim.bag_size = 3
     config.sim.active_per_session = 2

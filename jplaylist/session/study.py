@@ -73,6 +73,16 @@ def _candidates(world: simulator.World, plan: simulator.SessionPlan, candidates:
   return jnp.arange(num_tracks), jnp.where(rank >= 0, 1.0 + rank, world.library.popularity)
 
 
+def _first_argmax(x):
+  """argmax of a 1-D array (the first of ties) as two plain reductions.
+
+  XLA on CPU lowers jnp.argmax to a variadic (value, index) reduction that
+  costs several times a max; over a 10,000-track library it dominated a step.
+  """
+  best = jnp.max(x)
+  return jnp.min(jnp.where(x == best, jnp.arange(x.shape[0]), x.shape[0] - 1))
+
+
 def _session(world: simulator.World, plan: simulator.SessionPlan, params: learners.StrategyParams,
              rng, *, strategy: str, spec: StudySpec, max_examples: int):
   """Runs one session of `strategy`; returns per-event records and its final AUC."""
@@ -122,7 +132,7 @@ def _session(world: simulator.World, plan: simulator.SessionPlan, params: learne
       scores, state = learners.score(strategy, state, params, cand_embeddings, stats, event,
                                      elapsed, score_key, num_newton=spec.num_newton)
     available = ~played
-    pick = jnp.argmax(jnp.where(available, scores, -jnp.inf))
+    pick = _first_argmax(jnp.where(available, scores, -jnp.inf))
     track = cand[pick]
     served_p = jax.nn.sigmoid(logits[pick])
     kind, fraction, label = simulator.respond(respond_key, served_p, config)
@@ -244,6 +254,12 @@ def run(world: simulator.World, plan: simulator.SessionPlan, spec: StudySpec, rn
   if unknown:
     raise ValueError(f"unknown strategies {sorted(unknown)}; known: "
                      f"{sorted(learners.STRATEGIES) + ['initial', 'oracle', 'popularity', 'shuffle']}")
+  num_candidates = (plan.playlist.shape[1] if spec.candidates == "playlist"
+                    else world.library.num_tracks)
+  if world.config.num_events > num_candidates:
+    raise ValueError(f"{world.config.num_events} events per session but only "
+                     f"{num_candidates} candidates ({spec.candidates}): every event serves "
+                     "an unplayed track")
   params = params or learners.StrategyParams.create()
   slots = max_examples(plan)
   mesh = session_mesh(plan.num_sessions)
