@@ -84,6 +84,8 @@ def get_config(arg: str | None = None):
     config.library.num_prototypes = 3
     config.library.attribute_names = ()
   if runlocal:
+    # Fewer strategies: each is its own compiled program.
+    config.strategies = ("adaptive", "knn", "initial", "oracle")
     config.library.num_tracks = 500
     config.library.dim = 16
     if args["library"] != "demo":
