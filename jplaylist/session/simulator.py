@@ -64,8 +64,7 @@ from jax import lax
 
 from jplaylist.session import examples
 # Outcome kinds, re-exported for callers of `respond`.
-from jplaylist.session.examples import (  # pylint: disable=unused-import
-    DISLIKE, LIKE, LISTEN, PARTIAL, SKIP, TEXT)
+from jplaylist.session.examples import DISLIKE, LIKE, LISTEN, PARTIAL
 
 SEEDINGS = ("seed_neighbours", "popularity")
 REFERENCES = ("playlist", "library")

@@ -238,12 +238,14 @@ def _linucb(state: State, weights, params: StrategyParams, cand):
   root = jnp.sqrt(weights)
   t = history.max_examples
   system = params.ucb_ridge * jnp.eye(t) + root[:, None] * state.gram * root[None, :]
-  factor = jnp.linalg.cholesky(system)
-  solve = lambda rhs: jax.scipy.linalg.cho_solve((factor, True), rhs)
-  # theta = X^T S (ridge I + S K S)^-1 S y  (push-through identity).
-  theta = (root * solve(root * history.label)) @ history.x
   projected = (cand @ history.x.T) * root[None, :]          # [N, T] c^T X^T S
-  quad = jnp.sum(cand * cand, axis=1) - jnp.sum(projected * solve(projected.T).T, axis=1)
+  # One solve for both right-hand sides; logreg.spd_solve keeps LAPACK
+  # batches small (larger ones can deadlock jaxlib 0.10 on several CPU devices).
+  solved = logreg.spd_solve(system, jnp.concatenate(
+      [(root * history.label)[:, None], projected.T], axis=1))
+  # theta = X^T S (ridge I + S K S)^-1 S y  (push-through identity).
+  theta = (root * solved[:, 0]) @ history.x
+  quad = jnp.sum(cand * cand, axis=1) - jnp.sum(projected * solved[:, 1:].T, axis=1)
   return cand @ theta + params.ucb_alpha * jnp.sqrt(jnp.maximum(quad, 0.0) / params.ucb_ridge)
 
 

@@ -1,7 +1,6 @@
 """Strategies' parts against direct numpy computations."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
