@@ -63,7 +63,7 @@ import numpy as np
 from jax import lax
 
 from jplaylist.session import examples
-# Outcome kinds, re-exported for callers of `respond`.
+# Outcome kinds `respond` and the shuffle rates use.
 from jplaylist.session.examples import DISLIKE, LIKE, LISTEN, PARTIAL
 
 SEEDINGS = ("seed_neighbours", "popularity")
