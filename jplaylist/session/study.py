@@ -167,7 +167,7 @@ def _session(world: simulator.World, plan: simulator.SessionPlan, params: learne
   subset = slice(None)
   if num_cand > spec.auc_max_candidates:
     stride = num_cand // spec.auc_max_candidates
-    subset = (jax.random.randint(shuffle_key, (), 0, stride)
+    subset = (jax.random.randint(jax.random.fold_in(shuffle_key, 1), (), 0, stride)
               + stride * jnp.arange(spec.auc_max_candidates))
   records["auc"] = metrics.session_auc(final_scores[subset], final_logits[subset] >= 0.0,
                                        ~played[subset])

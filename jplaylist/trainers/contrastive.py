@@ -441,8 +441,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       save(step, force=True)
     if config.eval_every and step == config.num_train_steps and not last_eval:
       last_eval = evaluate(step)
+    # Decided from the config, the same on every process (all gather).
     if step == config.num_train_steps and step != first_step and not any(
-        e.due(step) for e in evaluators):
+        every and step % every == 0 for every in intervals):
       last_evals = maybe_run_evaluators(step, final=True) or last_evals
   finally:
     checkpointer.close()
