@@ -39,7 +39,7 @@ from jplaylist import library_index
 from jplaylist.session import metrics
 from jplaylist.session import report as session_report
 from jplaylist.session import simulator
-from jplaylist.session import strategies as learners
+from jplaylist.session import strategies as strategies_lib
 
 CANDIDATES = ("playlist", "library")
 # Mean track length when served tracks' durations are unknown (elapsed time).
@@ -83,7 +83,7 @@ def _first_argmax(x):
   return jnp.min(jnp.where(x == best, jnp.arange(x.shape[0]), x.shape[0] - 1))
 
 
-def _session(world: simulator.World, plan: simulator.SessionPlan, params: learners.StrategyParams,
+def _session(world: simulator.World, plan: simulator.SessionPlan, params: strategies_lib.StrategyParams,
              rng, *, strategy: str, spec: StudySpec, max_examples: int):
   """Runs one session of `strategy`; returns per-event records and its final AUC."""
   config = world.config
@@ -94,7 +94,7 @@ def _session(world: simulator.World, plan: simulator.SessionPlan, params: learne
     cand_features = world.features[cand]
   else:  # the whole library: no gather of [N, d]
     cand_embeddings, cand_features = library.embeddings, world.features
-  stats = learners.candidate_stats(cand_embeddings)
+  stats = strategies_lib.candidate_stats(cand_embeddings)
   num_cand = cand.shape[0]
   shuffle_key, events_key = jax.random.split(rng)
   shuffled = jax.random.uniform(shuffle_key, (num_cand,))
@@ -109,7 +109,7 @@ def _session(world: simulator.World, plan: simulator.SessionPlan, params: learne
     state = simulator.choice_state(world, plan, event)
     return cand_features @ state.coefficients + state.bias
 
-  state = learners.init_state(max_examples, cand_embeddings.shape[1], plan.taste)
+  state = strategies_lib.init_state(max_examples, cand_embeddings.shape[1], plan.taste)
 
   def step(carry, event):
     state, played, elapsed = carry
@@ -117,7 +117,7 @@ def _session(world: simulator.World, plan: simulator.SessionPlan, params: learne
     score_key, respond_key = jax.random.split(key)
     # A mood switch may come with a text request: an example before serving.
     request = plan.switch[event] & plan.text_request[event]
-    state = learners.observe_text(state, prototypes.text[plan.prototype[event]], event,
+    state = strategies_lib.observe_text(state, prototypes.text[plan.prototype[event]], event,
                                   elapsed, valid=request)
     logits = true_logits(event)
     if strategy == "initial":
@@ -129,7 +129,7 @@ def _session(world: simulator.World, plan: simulator.SessionPlan, params: learne
     elif strategy == "oracle":
       scores = logits
     else:
-      scores, state = learners.score(strategy, state, params, cand_embeddings, stats, event,
+      scores, state = strategies_lib.score(strategy, state, params, cand_embeddings, stats, event,
                                      elapsed, score_key, num_newton=spec.num_newton)
     available = ~played
     pick = _first_argmax(jnp.where(available, scores, -jnp.inf))
@@ -141,7 +141,7 @@ def _session(world: simulator.World, plan: simulator.SessionPlan, params: learne
       ndcg, precision = metrics.ranking_metrics(scores, jax.nn.sigmoid(logits), available)
     else:
       ndcg = precision = jnp.float32(jnp.nan)
-    state = learners.observe_track(state, params, library.embeddings[track], kind, event,
+    state = strategies_lib.observe_track(state, params, library.embeddings[track], kind, event,
                                    elapsed)
     played = played.at[pick].set(True)
     elapsed = elapsed + fraction * durations[track]
@@ -161,7 +161,7 @@ def _session(world: simulator.World, plan: simulator.SessionPlan, params: learne
     final_scores = {"initial": initial, "shuffle": shuffled, "popularity": popularity,
                     "oracle": final_logits}[strategy]
   else:
-    final_scores, _ = learners.score(strategy, state, params, cand_embeddings, stats, last + 1,
+    final_scores, _ = strategies_lib.score(strategy, state, params, cand_embeddings, stats, last + 1,
                                      elapsed, jax.random.fold_in(events_key, config.num_events),
                                      num_newton=spec.num_newton)
   subset = slice(None)
@@ -220,13 +220,13 @@ def session_mesh(num_sessions: int) -> jax.sharding.Mesh | None:
   return None if count == 1 else jax.sharding.Mesh(np.array(devices[:count]), ("sessions",))
 
 
-def stack_variants(variants: Sequence[learners.StrategyParams]) -> learners.StrategyParams:
+def stack_variants(variants: Sequence[strategies_lib.StrategyParams]) -> strategies_lib.StrategyParams:
   return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs]),
                       *variants)
 
 
 def run(world: simulator.World, plan: simulator.SessionPlan, spec: StudySpec, rng, *,
-        params: learners.StrategyParams | None = None,
+        params: strategies_lib.StrategyParams | None = None,
         sweep: dict[str, dict[str, float]] | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs every strategy of `spec` (and the sweep's variants) on the same sessions.
@@ -249,18 +249,18 @@ def run(world: simulator.World, plan: simulator.SessionPlan, spec: StudySpec, rn
   """
   if spec.candidates not in CANDIDATES:
     raise ValueError(f"candidates={spec.candidates!r}: expected one of {CANDIDATES}")
-  unknown = set(spec.strategies) - set(learners.STRATEGIES) - {
+  unknown = set(spec.strategies) - set(strategies_lib.STRATEGIES) - {
       "initial", "shuffle", "popularity", "oracle"}
   if unknown:
     raise ValueError(f"unknown strategies {sorted(unknown)}; known: "
-                     f"{sorted(learners.STRATEGIES) + ['initial', 'oracle', 'popularity', 'shuffle']}")
+                     f"{sorted(strategies_lib.STRATEGIES) + ['initial', 'oracle', 'popularity', 'shuffle']}")
   num_candidates = (plan.playlist.shape[1] if spec.candidates == "playlist"
                     else world.library.num_tracks)
   if world.config.num_events > num_candidates:
     raise ValueError(f"{world.config.num_events} events per session but only "
                      f"{num_candidates} candidates ({spec.candidates}): every event serves "
                      "an unplayed track")
-  params = params or learners.StrategyParams.create()
+  params = params or strategies_lib.StrategyParams.create()
   slots = max_examples(plan)
   mesh = session_mesh(plan.num_sessions)
   names, records, seconds = [], [], {}

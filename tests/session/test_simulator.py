@@ -281,23 +281,23 @@ def test_respond_frequencies_match_p():
   kind, fraction, label = map(np.asarray, (kind, fraction, label))
   np.testing.assert_array_equal(label, np.asarray(examples.LABEL_OF_KIND)[kind])
   np.testing.assert_array_equal(
-      kind, np.asarray(examples.play_kind(fraction, kind == sim.LIKE, kind == sim.DISLIKE)))
+      kind, np.asarray(examples.play_kind(fraction, kind == examples.LIKE, kind == examples.DISLIKE)))
   assert np.all((fraction > 0.0) & (fraction <= 1.0))
-  assert np.all(fraction[kind == sim.LIKE] == 1.0)
-  assert np.all(fraction[(kind == sim.SKIP) | (kind == sim.DISLIKE)] < config.skip_threshold)
-  partial = fraction[kind == sim.PARTIAL]
+  assert np.all(fraction[kind == examples.LIKE] == 1.0)
+  assert np.all(fraction[(kind == examples.SKIP) | (kind == examples.DISLIKE)] < config.skip_threshold)
+  partial = fraction[kind == examples.PARTIAL]
   assert np.all((partial >= config.skip_threshold) & (partial < config.majority))
-  assert np.all(fraction[kind == sim.LISTEN] > config.majority)
+  assert np.all(fraction[kind == examples.LISTEN] > config.majority)
   for i, q in enumerate(levels):
     rows = slice(i * repeats, (i + 1) * repeats)
     expected = {
-        sim.LIKE: q * 0.2, sim.LISTEN: q * 0.8,
-        sim.SKIP: (1 - q) * 0.6 * 0.7, sim.DISLIKE: (1 - q) * 0.6 * 0.3,
-        sim.PARTIAL: (1 - q) * 0.4}
+        examples.LIKE: q * 0.2, examples.LISTEN: q * 0.8,
+        examples.SKIP: (1 - q) * 0.6 * 0.7, examples.DISLIKE: (1 - q) * 0.6 * 0.3,
+        examples.PARTIAL: (1 - q) * 0.4}
     for code, probability in expected.items():
       observed = np.mean(kind[rows] == code)
       assert abs(observed - probability) < _binomial_tolerance(probability, repeats), code
-    late = np.mean((kind[rows] == sim.LISTEN) & (fraction[rows] < 1.0))
+    late = np.mean((kind[rows] == examples.LISTEN) & (fraction[rows] < 1.0))
     assert abs(late - q * 0.8 * 0.25) < _binomial_tolerance(q * 0.2, repeats)
 
 
