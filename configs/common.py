@@ -3,6 +3,24 @@
 import ml_collections
 
 
+def parse_arg(arg: str | None, **defaults: str) -> dict[str, str]:
+  """`--config=file.py:key=value,...` as a dict over `defaults`; unknown keys fail.
+
+  Every value stays a string; `is_true` reads the boolean ones.
+  """
+  fields = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key not in fields:
+      raise ValueError(f"unknown config argument {key!r}; known: {', '.join(fields)}")
+    fields[key] = value
+  return fields
+
+
+def is_true(value: str) -> bool:
+  return value.lower() in ("1", "true", "yes")
+
+
 def input_pipeline(*, data_dir: str = "data", dataset: str = "demo",
                    batch_size: int = 32) -> ml_collections.ConfigDict:
   """Where the training data is and how examples are drawn (see data/pipeline.py)."""

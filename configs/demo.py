@@ -14,12 +14,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-  runlocal = False
-  for item in filter(None, (arg or "").split(",")):
-    key, _, value = item.partition("=")
-    if key != "runlocal":
-      raise ValueError(f"unknown config argument {key!r}; known: runlocal")
-    runlocal = value.lower() in ("1", "true", "yes")
+  runlocal = common.is_true(common.parse_arg(arg, runlocal="False")["runlocal"])
   config = common.ml_collections.ConfigDict()
   config.input = common.input_pipeline(batch_size=32)
   config.input.max_text_length = 32

@@ -14,22 +14,12 @@ shrinks everything so a run finishes in seconds on a CPU.
 from configs import common
 
 
-def _parse(arg: str | None) -> dict[str, str]:
-  fields = dict(audio="resnet50", runlocal="False")
-  for item in filter(None, (arg or "").split(",")):
-    key, _, value = item.partition("=")
-    if key not in fields:
-      raise ValueError(f"unknown config argument {key!r}; known: {', '.join(fields)}")
-    fields[key] = value
-  return fields
-
-
 def get_config(arg: str | None = None):
-  args = _parse(arg)
+  args = common.parse_arg(arg, audio="resnet50", runlocal="False")
   audio = args["audio"]
   if audio not in ("resnet50", "ast"):
     raise ValueError(f"audio must be resnet50 or ast, got {audio!r}")
-  runlocal = args["runlocal"].lower() in ("1", "true", "yes")
+  runlocal = common.is_true(args["runlocal"])
   config = common.ml_collections.ConfigDict()
   is_ast = audio == "ast"
   config.input = common.input_pipeline(batch_size=5120 if is_ast else 6144)

@@ -16,22 +16,14 @@ adaptive strategy at several hyper-parameter values in the same compiled call.
 
 import ml_collections
 
-
-def _parse(arg: str | None) -> dict[str, str]:
-  fields = dict(library="synthetic", runlocal="False")
-  for item in filter(None, (arg or "").split(",")):
-    key, _, value = item.partition("=")
-    if key not in fields:
-      raise ValueError(f"unknown config argument {key!r}; known: {', '.join(fields)}")
-    fields[key] = value
-  if fields["library"] not in ("synthetic", "demo"):
-    raise ValueError(f"library must be synthetic or demo, got {fields['library']!r}")
-  return fields
+from configs import common
 
 
 def get_config(arg: str | None = None):
-  args = _parse(arg)
-  runlocal = args["runlocal"].lower() in ("1", "true", "yes")
+  args = common.parse_arg(arg, library="synthetic", runlocal="False")
+  if args["library"] not in ("synthetic", "demo"):
+    raise ValueError(f"library must be synthetic or demo, got {args['library']!r}")
+  runlocal = common.is_true(args["runlocal"])
   config = ml_collections.ConfigDict()
   config.seed = 0
 

@@ -198,8 +198,8 @@ def write_markdown(summary: Mapping, plots: Mapping[str, str] | Sequence[str], p
     lines += ["", "## Plots", ""]
     directory = os.path.dirname(os.path.abspath(path))
     for title, plot in items:
-      lines += [f"### {title}", "", f"![{title}]({os.path.relpath(os.path.abspath(plot), directory)})",
-                ""]
+      relative = os.path.relpath(os.path.abspath(plot), directory)
+      lines += [f"### {title}", "", f"![{title}]({relative})", ""]
   os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
   with open(path, "w") as f:
     f.write("\n".join(lines).rstrip() + "\n")

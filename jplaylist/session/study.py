@@ -42,6 +42,8 @@ from jplaylist.session import simulator
 from jplaylist.session import strategies as strategies_lib
 
 CANDIDATES = ("playlist", "library")
+# Strategies that need no learner: the study scores them itself.
+BASELINES = ("initial", "shuffle", "popularity", "oracle")
 # Mean track length when served tracks' durations are unknown (elapsed time).
 TRACK_SECONDS = 210.0
 
@@ -83,8 +85,9 @@ def _first_argmax(x):
   return jnp.min(jnp.where(x == best, jnp.arange(x.shape[0]), x.shape[0] - 1))
 
 
-def _session(world: simulator.World, plan: simulator.SessionPlan, params: strategies_lib.StrategyParams,
-             rng, *, strategy: str, spec: StudySpec, max_examples: int):
+def _session(world: simulator.World, plan: simulator.SessionPlan,
+             params: strategies_lib.StrategyParams, rng, *, strategy: str, spec: StudySpec,
+             max_examples: int):
   """Runs one session of `strategy`; returns per-event records and its final AUC."""
   config = world.config
   library = world.library
@@ -111,26 +114,25 @@ def _session(world: simulator.World, plan: simulator.SessionPlan, params: strate
 
   state = strategies_lib.init_state(max_examples, cand_embeddings.shape[1], plan.taste)
 
+  def scores_of(state, logits, event, elapsed, key):
+    """(scores [C], state): baselines need no learner; the oracle knows the logits."""
+    fixed = {"initial": initial, "shuffle": shuffled, "popularity": popularity,
+             "oracle": logits}
+    if strategy in fixed:
+      return fixed[strategy], state
+    return strategies_lib.score(strategy, state, params, cand_embeddings, stats, event,
+                                elapsed, key, num_newton=spec.num_newton)
+
   def step(carry, event):
     state, played, elapsed = carry
     key = jax.random.fold_in(events_key, event)
     score_key, respond_key = jax.random.split(key)
     # A mood switch may come with a text request: an example before serving.
     request = plan.switch[event] & plan.text_request[event]
-    state = strategies_lib.observe_text(state, prototypes.text[plan.prototype[event]], event,
-                                  elapsed, valid=request)
+    state = strategies_lib.observe_text(state, prototypes.text[plan.prototype[event]],
+                                        event, elapsed, valid=request)
     logits = true_logits(event)
-    if strategy == "initial":
-      scores = initial
-    elif strategy == "shuffle":
-      scores = shuffled
-    elif strategy == "popularity":
-      scores = popularity
-    elif strategy == "oracle":
-      scores = logits
-    else:
-      scores, state = strategies_lib.score(strategy, state, params, cand_embeddings, stats, event,
-                                     elapsed, score_key, num_newton=spec.num_newton)
+    scores, state = scores_of(state, logits, event, elapsed, score_key)
     available = ~played
     pick = _first_argmax(jnp.where(available, scores, -jnp.inf))
     track = cand[pick]
@@ -141,8 +143,8 @@ def _session(world: simulator.World, plan: simulator.SessionPlan, params: strate
       ndcg, precision = metrics.ranking_metrics(scores, jax.nn.sigmoid(logits), available)
     else:
       ndcg = precision = jnp.float32(jnp.nan)
-    state = strategies_lib.observe_track(state, params, library.embeddings[track], kind, event,
-                                   elapsed)
+    state = strategies_lib.observe_track(state, params, library.embeddings[track], kind,
+                                         event, elapsed)
     played = played.at[pick].set(True)
     elapsed = elapsed + fraction * durations[track]
     record = dict(served_prob=served_p, oracle_prob=oracle_p,
@@ -157,13 +159,8 @@ def _session(world: simulator.World, plan: simulator.SessionPlan, params: strate
   # How well the session's final scores separate what the listener likes now.
   last = config.num_events - 1
   final_logits = true_logits(last)
-  if strategy in ("initial", "shuffle", "popularity", "oracle"):
-    final_scores = {"initial": initial, "shuffle": shuffled, "popularity": popularity,
-                    "oracle": final_logits}[strategy]
-  else:
-    final_scores, _ = strategies_lib.score(strategy, state, params, cand_embeddings, stats, last + 1,
-                                     elapsed, jax.random.fold_in(events_key, config.num_events),
-                                     num_newton=spec.num_newton)
+  final_scores, _ = scores_of(state, final_logits, last + 1, elapsed,
+                             jax.random.fold_in(events_key, config.num_events))
   subset = slice(None)
   if num_cand > spec.auc_max_candidates:
     stride = num_cand // spec.auc_max_candidates
@@ -220,7 +217,8 @@ def session_mesh(num_sessions: int) -> jax.sharding.Mesh | None:
   return None if count == 1 else jax.sharding.Mesh(np.array(devices[:count]), ("sessions",))
 
 
-def stack_variants(variants: Sequence[strategies_lib.StrategyParams]) -> strategies_lib.StrategyParams:
+def stack_variants(variants: Sequence[strategies_lib.StrategyParams]
+                   ) -> strategies_lib.StrategyParams:
   return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs]),
                       *variants)
 
@@ -249,11 +247,10 @@ def run(world: simulator.World, plan: simulator.SessionPlan, spec: StudySpec, rn
   """
   if spec.candidates not in CANDIDATES:
     raise ValueError(f"candidates={spec.candidates!r}: expected one of {CANDIDATES}")
-  unknown = set(spec.strategies) - set(strategies_lib.STRATEGIES) - {
-      "initial", "shuffle", "popularity", "oracle"}
+  known = strategies_lib.STRATEGIES + BASELINES
+  unknown = set(spec.strategies) - set(known)
   if unknown:
-    raise ValueError(f"unknown strategies {sorted(unknown)}; known: "
-                     f"{sorted(strategies_lib.STRATEGIES) + ['initial', 'oracle', 'popularity', 'shuffle']}")
+    raise ValueError(f"unknown strategies {sorted(unknown)}; known: {sorted(known)}")
   num_candidates = (plan.playlist.shape[1] if spec.candidates == "playlist"
                     else world.library.num_tracks)
   if world.config.num_events > num_candidates:

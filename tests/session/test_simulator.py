@@ -281,10 +281,12 @@ def test_respond_frequencies_match_p():
   kind, fraction, label = map(np.asarray, (kind, fraction, label))
   np.testing.assert_array_equal(label, np.asarray(examples.LABEL_OF_KIND)[kind])
   np.testing.assert_array_equal(
-      kind, np.asarray(examples.play_kind(fraction, kind == examples.LIKE, kind == examples.DISLIKE)))
+      kind, np.asarray(examples.play_kind(fraction, kind == examples.LIKE,
+                                          kind == examples.DISLIKE)))
   assert np.all((fraction > 0.0) & (fraction <= 1.0))
   assert np.all(fraction[kind == examples.LIKE] == 1.0)
-  assert np.all(fraction[(kind == examples.SKIP) | (kind == examples.DISLIKE)] < config.skip_threshold)
+  early = (kind == examples.SKIP) | (kind == examples.DISLIKE)
+  assert np.all(fraction[early] < config.skip_threshold)
   partial = fraction[kind == examples.PARTIAL]
   assert np.all((partial >= config.skip_threshold) & (partial < config.majority))
   assert np.all(fraction[kind == examples.LISTEN] > config.majority)
