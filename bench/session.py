@@ -148,8 +148,13 @@ def _sklearn_loop(world, plan, results, num_sessions, params):
         x, y, k = np.stack(xs), np.asarray(labels), np.asarray(kinds)
         w = kind_weight[k] * decay ** (e - np.asarray(steps, np.float64))
         evidence = float(np.sum(k != examples.PARTIAL))
-        both = np.sum(w * y) > 0 and np.sum(w * (1 - y)) > 0
-        lam = 1.0 / (1.0 + np.exp(-(evidence - handover_at) / handover_width)) if both else 0.0
+        # The balanced hand-over (strategies.handover): counts of positive and
+        # negative examples of positive weight, their harmonic mean, a ramp from 0.
+        pos, neg = np.sum((w > 0) & (y > 0.5)), np.sum((w > 0) & (y <= 0.5))
+        balance = 2.0 * pos * neg / max(pos + neg, 1e-12)
+        sig = lambda v: 1.0 / (1.0 + np.exp(-v))
+        floor = sig(-handover_at / handover_width)
+        lam = (sig((balance - handover_at) / handover_width) - floor) / (1.0 - floor)
         rho = mix_weight * 2.0 ** (-evidence / mix_half_life)
         query = unit((w * y) @ x) - knn_negative * unit((w * (1 - y)) @ x)
         coef = np.zeros(lib.shape[1])

@@ -31,9 +31,23 @@ def get_config(arg: str | None = None):
   config.eval_batches = 1
   # Zero-shot tagging and text-to-music retrieval on the validation split
   # while training; `make demo` then runs the full suite on the test split.
-  config.evals.zero_shot = dict(kind="zero_shot", every=200, split="validation",
-                                families=("instrument_families", "instruments", "style"))
-  config.evals.text_to_music = dict(kind="text_to_music", every=200, split="validation")
+  # Tags and prompts are data (jplaylist/evaluators/zero_shot.py); tempo is
+  # compared slow against fast only.
+  config.evals.zero_shot = dict(
+      kind="zero_shot", every=200, split="validation",
+      families=("instrument_families", "instruments", "style", "tempo_class", "mode", "mood"),
+      templates={"*": ("{tag} music",), "instrument_families": ("music played on {tag}",),
+                 "instruments": ("music played on {tag}",),
+                 "tempo_class": ("{tag} music", "a {tag} tempo piece"),
+                 "mode": ("music in a {tag} key",)},
+      values={"tempo_class": ("slow", "fast")})
+  # Queries are data: every combination of values in the split, all matching
+  # recordings relevant (jplaylist/evaluators/retrieval.py).
+  config.evals.text_to_music = dict(
+      kind="text_to_music", every=200, split="validation",
+      templates={"mood_style_instrument": "{mood} {style} music for {instruments}",
+                 "tempo_mode": "a {tempo_class} piece in a {mode} key"},
+      max_queries_per_kind=200)
   config.warm_start.text_bert = "minilm"
   if runlocal:
     config.input.batch_size = 8

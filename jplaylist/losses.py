@@ -28,6 +28,15 @@ where the [B, B] logits live:
 
 Blockwise variants keep running log-sum-exp statistics (`_Stats`) so no
 intermediate needs the whole row or column at once.
+
+Duplicate texts (`text_key`): when two pairs of a batch carry the same text,
+say the ontology label "Flute" on two recordings, a_i and t_j (i != j) are not
+a negative pair. Given a key per pair that is equal exactly for equal texts
+(`text_identity_key`), such off-diagonal pairs are masked out of the
+negatives, as in CLIP-style training on captioned data: they leave every
+softmax denominator (rows and columns, mulan and clip), the siglip sum, and
+the accuracy metrics' best negative. Each pair keeps its own diagonal
+positive, so the loss stays one positive per softmax.
 """
 
 from __future__ import annotations
@@ -67,8 +76,9 @@ def _init_stats(num_queries: int) -> _Stats:
                 sigmoid_loss=zeros)
 
 
-def _accumulate(stats: _Stats, logits: jax.Array, is_positive: jax.Array, *,
-                key_axis: int, bias: jax.Array | None, exclude_positive: bool) -> _Stats:
+def _accumulate(stats: _Stats, logits: jax.Array, is_positive: jax.Array,
+                is_excluded: jax.Array | None, *, key_axis: int, bias: jax.Array | None,
+                exclude_positive: bool) -> _Stats:
   """Folds one block of keys into the statistics of its queries.
 
   Args:
@@ -76,6 +86,8 @@ def _accumulate(stats: _Stats, logits: jax.Array, is_positive: jax.Array, *,
     logits: [n, m] (key_axis=1) or [m, n] (key_axis=0) float32 logits of n
       queries against m keys.
     is_positive: bool, shaped like logits, True where query and key pair.
+    is_excluded: bool, shaped like logits, True on pairs that are neither
+      positive nor negative (duplicate texts), or None.
     key_axis: the axis of the keys, reduced over. Reducing over axis 0 rather
       than transposing spares XLA a copy of the block and of its cotangent.
     bias: [] siglip bias, or None to skip the sigmoid loss.
@@ -86,18 +98,25 @@ def _accumulate(stats: _Stats, logits: jax.Array, is_positive: jax.Array, *,
     The updated statistics.
   """
   reduce = lambda fn, x: fn(x, axis=key_axis)
-  counted = jnp.where(is_positive, -jnp.inf, logits) if exclude_positive else logits
+  not_negative = is_positive if is_excluded is None else is_positive | is_excluded
+  dropped = is_positive if exclude_positive else is_excluded
+  if exclude_positive and is_excluded is not None:
+    dropped = not_negative
+  counted = logits if dropped is None else jnp.where(dropped, -jnp.inf, logits)
   # The shift carries no gradient: the log-sum-exp does not depend on it.
   shift = jnp.maximum(stats.shift, lax.stop_gradient(reduce(jnp.max, counted)))
   sum_exp = (stats.sum_exp * jnp.exp(stats.shift - shift)
              + reduce(jnp.sum, jnp.exp(counted - jnp.expand_dims(shift, key_axis))))
   positive = stats.positive + reduce(jnp.sum, jnp.where(is_positive, logits, 0.0))
   best_negative = jnp.maximum(
-      stats.best_negative, reduce(jnp.max, jnp.where(is_positive, -jnp.inf, logits)))
+      stats.best_negative, reduce(jnp.max, jnp.where(not_negative, -jnp.inf, logits)))
   sigmoid_loss = stats.sigmoid_loss
   if bias is not None:
     sign = jnp.where(is_positive, 1.0, -1.0)
-    sigmoid_loss -= reduce(jnp.sum, jax.nn.log_sigmoid(sign * (logits + bias)))
+    terms = jax.nn.log_sigmoid(sign * (logits + bias))
+    if is_excluded is not None:
+      terms = jnp.where(is_excluded, 0.0, terms)
+    sigmoid_loss -= reduce(jnp.sum, terms)
   return _Stats(shift, sum_exp, positive, best_negative, sigmoid_loss)
 
 
@@ -115,6 +134,13 @@ def _pair_ids(start, size: int) -> jax.Array:
   return start + jnp.arange(size)
 
 
+def _excluded(query_keys, key_keys, is_positive):
+  """[n, m] True where a query and a key of different pairs share a text."""
+  if query_keys is None:
+    return None
+  return (query_keys[:, None] == key_keys[None, :]) & ~is_positive
+
+
 def _log_sum_exp(stats: _Stats) -> jax.Array:
   return stats.shift + jnp.log(stats.sum_exp)
 
@@ -125,16 +151,18 @@ def _log_sum_exp(stats: _Stats) -> jax.Array:
 # `fold_rows` and `fold_columns` are `_accumulate` with each direction's
 # settings bound.
 
-def _plain(za, zt, *, scale, fold_rows, fold_columns):
+def _plain(za, zt, keys, *, scale, fold_rows, fold_columns):
   logits = _logits(scale(za), zt)
   ids = _pair_ids(0, za.shape[0])
   is_positive = ids[:, None] == ids[None, :]
-  rows = fold_rows(_init_stats(za.shape[0]), logits, is_positive, key_axis=1)
-  columns = fold_columns(_init_stats(zt.shape[0]), logits, is_positive, key_axis=0)
+  is_excluded = _excluded(keys, keys, is_positive)
+  rows = fold_rows(_init_stats(za.shape[0]), logits, is_positive, is_excluded, key_axis=1)
+  columns = fold_columns(_init_stats(zt.shape[0]), logits, is_positive, is_excluded,
+                         key_axis=0)
   return rows, columns
 
 
-def _chunked(za, zt, *, chunk_size, scale, fold_rows, fold_columns):
+def _chunked(za, zt, keys, *, chunk_size, scale, fold_rows, fold_columns):
   """All rows against column chunks; a chunk's column statistics are complete."""
   batch_size = za.shape[0]
   row_ids = _pair_ids(0, batch_size)
@@ -143,44 +171,50 @@ def _chunked(za, zt, *, chunk_size, scale, fold_rows, fold_columns):
   # Checkpointed so the backward pass recomputes each [B, chunk] block instead
   # of storing all of them, which would be the whole matrix again.
   @jax.checkpoint
-  def fold(rows, start, zt_chunk):
+  def fold(rows, start, zt_chunk, key_chunk):
     logits = _logits(queries, zt_chunk)
     is_positive = row_ids[:, None] == _pair_ids(start, zt_chunk.shape[0])[None, :]
-    rows = fold_rows(rows, logits, is_positive, key_axis=1)
+    is_excluded = _excluded(keys, key_chunk, is_positive)
+    rows = fold_rows(rows, logits, is_positive, is_excluded, key_axis=1)
     columns = fold_columns(_init_stats(zt_chunk.shape[0]), logits, is_positive,
-                           key_axis=0)
+                           is_excluded, key_axis=0)
     return rows, columns
 
   chunk_size = min(chunk_size, batch_size)
   num_full = batch_size // chunk_size
-  full = zt[:num_full * chunk_size].reshape(num_full, chunk_size, zt.shape[1])
+  split = num_full * chunk_size
+  full = zt[:split].reshape(num_full, chunk_size, zt.shape[1])
+  full_keys = None if keys is None else keys[:split].reshape(num_full, chunk_size)
   starts = jnp.arange(num_full) * chunk_size
   rows, columns = lax.scan(lambda r, x: fold(r, *x), _init_stats(batch_size),
-                           (starts, full))
+                           (starts, full, full_keys))
   columns = jax.tree.map(lambda c: c.reshape(-1), columns)
   if batch_size % chunk_size:  # The remainder is one more, smaller block.
-    rows, last = fold(rows, num_full * chunk_size, zt[num_full * chunk_size:])
+    rows, last = fold(rows, split, zt[split:], None if keys is None else keys[split:])
     columns = jax.tree.map(lambda c, l: jnp.concatenate([c, l]), columns, last)
   return rows, columns
 
 
-def _gather(za, zt, *, axis_name, scale, fold_rows, fold_columns):
+def _gather(za, zt, keys, *, axis_name, scale, fold_rows, fold_columns):
   """Local rows against gathered texts; local texts against gathered audios."""
   local = za.shape[0]
   ids = _pair_ids(lax.axis_index(axis_name) * local, local)
   all_ids = _pair_ids(0, local * lax.axis_size(axis_name))
   is_positive = ids[:, None] == all_ids[None, :]
+  # The relation is symmetric: the same mask serves rows and columns.
+  is_excluded = None if keys is None else _excluded(
+      keys, lax.all_gather(keys, axis_name, tiled=True), is_positive)
   # Gathered in their own dtype: bf16 embeddings cross the network at half size.
   za_all = lax.all_gather(za, axis_name, tiled=True)
   zt_all = lax.all_gather(zt, axis_name, tiled=True)
   rows = fold_rows(_init_stats(local), _logits(scale(za), zt_all), is_positive,
-                   key_axis=1)
+                   is_excluded, key_axis=1)
   columns = fold_columns(_init_stats(local), _logits(scale(zt), za_all), is_positive,
-                         key_axis=1)
+                         is_excluded, key_axis=1)
   return rows, columns
 
 
-def _ring(za, zt, *, axis_name, scale, fold_rows, fold_columns):
+def _ring(za, zt, keys, *, axis_name, scale, fold_rows, fold_columns):
   """Text blocks, with their column statistics, hop one device per step."""
   local = za.shape[0]
   num_devices = lax.axis_size(axis_name)
@@ -190,31 +224,36 @@ def _ring(za, zt, *, axis_name, scale, fold_rows, fold_columns):
   queries = scale(za)
 
   @jax.checkpoint  # Store only each step's inputs, not its [local, local] block.
-  def fold(rows, columns, zt_block, owner):
+  def fold(rows, columns, zt_block, key_block, owner):
     logits = _logits(queries, zt_block)
     is_positive = row_ids[:, None] == _pair_ids(owner * local, local)[None, :]
-    rows = fold_rows(rows, logits, is_positive, key_axis=1)
-    columns = fold_columns(columns, logits, is_positive, key_axis=0)
+    is_excluded = _excluded(keys, key_block, is_positive)
+    rows = fold_rows(rows, logits, is_positive, is_excluded, key_axis=1)
+    columns = fold_columns(columns, logits, is_positive, is_excluded, key_axis=0)
     return rows, columns
 
   def step(carry, hops):
-    rows, columns, zt_block = carry
-    rows, columns = fold(rows, columns, zt_block, (me - hops) % num_devices)
-    # After the last step this hop brings each block's statistics home.
-    columns, zt_block = lax.ppermute((columns, zt_block), axis_name, to_next)
-    return (rows, columns, zt_block), None
+    rows, columns, zt_block, key_block = carry
+    rows, columns = fold(rows, columns, zt_block, key_block, (me - hops) % num_devices)
+    # After the last step this hop brings each block's statistics home; the
+    # text keys travel with their block.
+    columns, zt_block, key_block = lax.ppermute((columns, zt_block, key_block),
+                                                axis_name, to_next)
+    return (rows, columns, zt_block, key_block), None
 
   # The statistics differ per device from the first step on; scan needs the
   # carry typed that way from the start.
   fresh = lax.pcast(_init_stats(local), axis_name, to="varying")
-  (rows, columns, _), _ = lax.scan(step, (fresh, fresh, zt), jnp.arange(num_devices))
+  (rows, columns, _, _), _ = lax.scan(step, (fresh, fresh, zt, keys),
+                                      jnp.arange(num_devices))
   return rows, columns
 
 
 def contrastive_loss(*, za: jax.Array, zt: jax.Array, temperature: jax.Array,
                      bias: jax.Array | None = None, kind: str = "clip",
                      axis_name: str | None = None, implementation: str = "gather",
-                     chunk_size: int | None = None) -> tuple[jax.Array, dict]:
+                     chunk_size: int | None = None, text_key: jax.Array | None = None
+                     ) -> tuple[jax.Array, dict]:
   """The contrastive loss of a batch of pairs, and retrieval metrics.
 
   Args:
@@ -230,14 +269,18 @@ def contrastive_loss(*, za: jax.Array, zt: jax.Array, temperature: jax.Array,
     implementation: "gather" (with axis_name None: the plain loss), "ring"
       (needs axis_name) or "chunked" (needs chunk_size, no axis_name).
     chunk_size: columns per block for implementation="chunked".
+    text_key: [B] integer key per pair (with axis_name: this device's
+      [B_local]), equal exactly when two pairs carry the same text (see
+      `text_identity_key`): off-diagonal pairs with equal keys are masked out
+      of the negatives. None: every off-diagonal pair is a negative.
 
   Returns:
     (loss [], metrics): metrics is a dict of [] float32 arrays over the global
     batch: "loss", "temperature", "accuracy_audio_to_text" and
     "accuracy_text_to_audio" (the positive scores strictly above every other
     candidate, so a collapsed embedding reads as 0, not 1),
-    "positive_similarity" (mean s_ii), "negative_similarity" (mean s_ij,
-    i != j), and "bias" for siglip.
+    "positive_similarity" (mean s_ii), "negative_similarity" (mean s_ij over
+    all i != j, duplicates included), and "bias" for siglip.
   """
   if kind not in KINDS:
     raise ValueError(f"unknown loss kind {kind!r}; known: {', '.join(KINDS)}")
@@ -250,6 +293,8 @@ def contrastive_loss(*, za: jax.Array, zt: jax.Array, temperature: jax.Array,
     raise ValueError(f"kind={kind!r} takes no bias; only 'siglip' has one")
   if za.ndim != 2 or za.shape != zt.shape:
     raise ValueError(f"za and zt must both be [B, d], got {za.shape} and {zt.shape}")
+  if text_key is not None and jnp.shape(text_key) != za.shape[:1]:
+    raise ValueError(f"text_key must be [B] = {za.shape[:1]}, got {jnp.shape(text_key)}")
   if jnp.ndim(temperature) != 0:
     raise ValueError(f"temperature must be a scalar, got shape {jnp.shape(temperature)}")
   if implementation == "ring" and axis_name is None:
@@ -273,13 +318,13 @@ def contrastive_loss(*, za: jax.Array, zt: jax.Array, temperature: jax.Array,
   if axis_name is None:
     batch_size = za.shape[0]
     if implementation == "chunked":
-      rows, columns = _chunked(za, zt, chunk_size=chunk_size, **blocks)
+      rows, columns = _chunked(za, zt, text_key, chunk_size=chunk_size, **blocks)
     else:
-      rows, columns = _plain(za, zt, **blocks)
+      rows, columns = _plain(za, zt, text_key, **blocks)
   else:
     batch_size = za.shape[0] * lax.axis_size(axis_name)
     implement = _ring if implementation == "ring" else _gather
-    rows, columns = implement(za, zt, axis_name=axis_name, **blocks)
+    rows, columns = implement(za, zt, text_key, axis_name=axis_name, **blocks)
   total = functools.partial(_global_sum, axis_name=axis_name)
 
   if kind == "clip":
@@ -328,26 +373,63 @@ def make_sharded_loss(mesh: Mesh, *, data_axis: str = "data", kind: str = "clip"
     implementation: "gather" or "ring".
 
   Returns:
-    loss_fn(za [B, d], zt [B, d], temperature [], bias [] | None = None) ->
-    (loss [], metrics), outputs replicated; B must divide by the axis size.
+    loss_fn(za [B, d], zt [B, d], temperature [], bias [] | None = None,
+    text_key [B] | None = None) -> (loss [], metrics), outputs replicated; B
+    must divide by the axis size.
     Callable inside `jax.jit`.
   """
   if implementation not in ("gather", "ring"):
     raise ValueError(f"sharded implementation must be 'gather' or 'ring', "
                      f"got {implementation!r}")
 
-  def per_device(za, zt, temperature, bias):
+  def per_device(za, zt, temperature, bias, text_key):
     return contrastive_loss(za=za, zt=zt, temperature=temperature, bias=bias, kind=kind,
-                            axis_name=data_axis, implementation=implementation)
+                            axis_name=data_axis, implementation=implementation,
+                            text_key=text_key)
 
-  def loss_fn(za, zt, temperature, bias=None):
-    # bias=None is an empty pytree, so one spec serves both cases.
+  def loss_fn(za, zt, temperature, bias=None, text_key=None):
+    # None is an empty pytree, so one spec serves both cases.
     mapped = jax.shard_map(per_device, mesh=mesh,
-                           in_specs=(P(data_axis), P(data_axis), P(), P()),
+                           in_specs=(P(data_axis), P(data_axis), P(), P(), P(data_axis)),
                            out_specs=P())
-    return mapped(za, zt, temperature, bias)
+    return mapped(za, zt, temperature, bias, text_key)
 
   return loss_fn
+
+
+def _mix32(x: jax.Array) -> jax.Array:
+  """MurmurHash3's 32-bit finaliser: every input bit reaches every output bit."""
+  x ^= x >> 16
+  x *= jnp.uint32(0x85EBCA6B)
+  x ^= x >> 13
+  x *= jnp.uint32(0xC2B2AE35)
+  return x ^ (x >> 16)
+
+
+def text_identity_key(text_ids: jax.Array, text_mask: jax.Array) -> jax.Array:
+  """A [B] int32 hash of each token sequence, for `contrastive_loss(text_key=)`.
+
+  Equal texts (same ids on their real tokens, whatever the padding holds)
+  get equal keys; different texts collide with probability about 2^-32 per
+  pair. Computed on device from the batch, so no host code tracks texts.
+
+  Args:
+    text_ids: [B, L] int token ids.
+    text_mask: [B, L], nonzero on real tokens.
+
+  Returns:
+    [B] int32.
+  """
+  ids = text_ids.astype(jnp.uint32)
+  real = text_mask != 0
+  positions = jnp.arange(ids.shape[1], dtype=jnp.uint32)[None, :]
+  # Each (position, token) hashed on its own, summed: order-sensitive, and
+  # padding contributes nothing; the length enters once more at the end.
+  per_token = _mix32(ids * jnp.uint32(0x9E3779B1) + _mix32(positions + jnp.uint32(1)))
+  total = jnp.sum(jnp.where(real, per_token, jnp.uint32(0)), axis=1, dtype=jnp.uint32)
+  length = jnp.sum(real, axis=1).astype(jnp.uint32)
+  return lax.bitcast_convert_type(_mix32(total ^ _mix32(length + jnp.uint32(7))),
+                                  jnp.int32)
 
 
 def uniform_logits_loss(batch_size: int, kind: str) -> float:

@@ -3,6 +3,7 @@ r"""Builds a music-text dataset: the built-in demo corpus or your own folder.
 The demo corpus (music21 compositions rendered with a General MIDI SoundFont):
 
   python -m launch.prepare_data --dataset=demo --data_dir=data
+  python -m launch.prepare_data --dataset=demo --corpus=large     # 3000 recordings
   python -m launch.prepare_data --dataset=demo --num_recordings=1000
 
 Your own audio with a JSONL or CSV manifest of annotations (format in
@@ -31,9 +32,20 @@ _NAME = flags.DEFINE_string("name", None, "Dataset name (default: 'demo' for the
 _FORCE = flags.DEFINE_bool("force", False, "Rebuild even if an identical build exists.")
 _SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 16_000, "Stored sample rate, Hz.")
 # Demo corpus.
-_NUM_RECORDINGS = flags.DEFINE_integer("num_recordings", 300, "Demo: recordings.")
+_CORPUS = flags.DEFINE_enum(
+    "corpus", "default", list(corpus.CORPUS_SIZES),
+    "Demo: corpus size, " + ", ".join(f"{k} {v} recordings" for k, v in
+                                      corpus.CORPUS_SIZES.items())
+    + " (plus the held-out-timbre split).")
+_NUM_RECORDINGS = flags.DEFINE_integer("num_recordings", None,
+                                       "Demo: recordings; overrides --corpus.")
 _RENDITIONS = flags.DEFINE_integer("renditions_per_work", 2,
                                    "Demo: renditions of each composition.")
+_HELDOUT_RENDITIONS = flags.DEFINE_integer(
+    "heldout_renditions_per_work", 2,
+    f"Demo: renditions of each test composition in {corpus.HELDOUT_SPLIT}.")
+_AUGMENT = flags.DEFINE_bool("augment", True,
+                             "Demo: random recording chains, detuning, velocity curves.")
 _SEED = flags.DEFINE_integer("seed", 0, "Demo: seed of every choice.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Demo: rendering processes.")
 _ONTOLOGY = flags.DEFINE_string("ontology", None, "AudioSet music ontology JSON "
@@ -52,9 +64,11 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # TFDS logs every file it opens at INFO
   if _DATASET.value == "demo":
     settings = corpus.DemoSettings(
-        num_recordings=_NUM_RECORDINGS.value,
-        renditions_per_work=_RENDITIONS.value, seed=_SEED.value,
-        sample_rate=_SAMPLE_RATE.value)
+        num_recordings=(_NUM_RECORDINGS.value if _NUM_RECORDINGS.value is not None
+                        else corpus.CORPUS_SIZES[_CORPUS.value]),
+        renditions_per_work=_RENDITIONS.value,
+        heldout_renditions_per_work=_HELDOUT_RENDITIONS.value, seed=_SEED.value,
+        sample_rate=_SAMPLE_RATE.value, augment=_AUGMENT.value)
     result = corpus.prepare(_DATA_DIR.value, settings, name=_NAME.value or "demo",
                             num_workers=_WORKERS.value,
                             ontology_path=_ONTOLOGY.value, force=_FORCE.value)

@@ -324,3 +324,152 @@ def test_errors():
     losses.uniform_logits_loss(8, "infonce")
   with pytest.raises(ValueError, match="'gather' or 'ring'"):
     losses.make_sharded_loss(_mesh(2), implementation="chunked")
+
+
+# ----------------------------------------------------------------------------
+# Duplicate texts masked out of the negatives (text_key).
+
+# Groups of pairs with the same text, across chunk and device boundaries:
+# {0, 5, 23}, {3, 4}, {9, 16}; all other keys distinct.
+DUPLICATE_KEYS = np.arange(BATCH, dtype=np.int32) + 100
+DUPLICATE_KEYS[[5, 23]] = DUPLICATE_KEYS[0]
+DUPLICATE_KEYS[4] = DUPLICATE_KEYS[3]
+DUPLICATE_KEYS[16] = DUPLICATE_KEYS[9]
+
+
+def reference_loss_with_duplicates(za, zt, temperature, bias, kind, keys):
+  """As `reference_loss`, but a_i, t_j with i != j and keys[i] == keys[j] are
+  neither positive nor negative: they leave every sum."""
+  logits = za @ zt.T / temperature
+  batch_size = len(za)
+  negative = lambda i, j: keys[i] != keys[j]
+  if kind == "clip":
+    audio_to_text = [_log_sum_exp([logits[i, i]] + [logits[i, j] for j in range(batch_size)
+                                                   if negative(i, j)]) - logits[i, i]
+                     for i in range(batch_size)]
+    text_to_audio = [_log_sum_exp([logits[j, j]] + [logits[i, j] for i in range(batch_size)
+                                                   if negative(i, j)]) - logits[j, j]
+                     for j in range(batch_size)]
+    return 0.5 * np.mean(audio_to_text) + 0.5 * np.mean(text_to_audio)
+  if kind == "mulan":
+    per_pair = []
+    for i in range(batch_size):
+      others = [j for j in range(batch_size) if negative(i, j)]
+      denominator = ([logits[i, i]] + [logits[i, j] for j in others]
+                     + [logits[j, i] for j in others])
+      per_pair.append(_log_sum_exp(denominator) - logits[i, i])
+    return np.mean(per_pair)
+  if kind == "siglip":
+    total = 0.0
+    for i in range(batch_size):
+      for j in range(batch_size):
+        if i == j:
+          total += np.logaddexp(0.0, -(logits[i, j] + bias))
+        elif negative(i, j):
+          total += np.logaddexp(0.0, logits[i, j] + bias)
+    return total / batch_size
+  raise ValueError(kind)
+
+
+def _keyed_loss_fn(variant, kind):
+  name, setting = variant
+  if name in ("gather", "ring"):
+    sharded = losses.make_sharded_loss(_mesh(setting), kind=kind, implementation=name)
+    return lambda za, zt, temperature, bias, key: sharded(za, zt, temperature, bias, key)
+  options = {"implementation": "chunked", "chunk_size": setting} if name == "chunked" else {}
+  return lambda za, zt, temperature, bias, key: losses.contrastive_loss(
+      za=za, zt=zt, temperature=temperature, bias=bias, kind=kind, text_key=key, **options)
+
+
+def _run_keyed(variant, kind, za, zt, keys, temperature=TEMPERATURE):
+  argnums = (0, 1, 2, 3) if kind == "siglip" else (0, 1, 2)
+  fn = jax.jit(jax.value_and_grad(_keyed_loss_fn(variant, kind), argnums=argnums,
+                                  has_aux=True))
+  bias = jnp.float32(BIAS) if kind == "siglip" else None
+  (loss, metrics), grads = fn(jnp.float32(za), jnp.float32(zt), jnp.float32(temperature),
+                              bias, jnp.asarray(keys, jnp.int32))
+  names = ("za", "zt", "temperature", "bias")
+  return float(loss), dict(zip(names, map(np.asarray, grads))), jax.device_get(metrics)
+
+
+@pytest.mark.parametrize("kind", losses.KINDS)
+def test_duplicate_masked_plain_loss_matches_reference(kind):
+  za, zt = _pairs(seed=4)
+  bias = BIAS if kind == "siglip" else None
+  keys = DUPLICATE_KEYS
+  loss = lambda a=za, t=zt, tau=TEMPERATURE, b=bias: reference_loss_with_duplicates(
+      a, t, tau, b, kind, keys)
+  value, grads, metrics = _run_keyed(("plain", None), kind, za, zt, keys)
+  _assert_close(value, loss(), "loss")
+  _assert_close(grads["za"], _finite_difference(lambda a: loss(a=a), za), "d / d za")
+  _assert_close(grads["zt"], _finite_difference(lambda t: loss(t=t), zt), "d / d zt")
+  _assert_close(grads["temperature"], _finite_difference(lambda tau: loss(tau=tau),
+                                                         TEMPERATURE), "d / d tau")
+  if kind == "siglip":
+    _assert_close(grads["bias"], _finite_difference(lambda b: loss(b=b), BIAS), "d / d b")
+  # Masking changes the loss: the duplicates were negatives before.
+  assert abs(value - reference_loss(za, zt, TEMPERATURE, bias, kind)) > 1e-3
+  # Accuracy: the best negative skips duplicates; negative_similarity keeps them.
+  similarity = za @ zt.T
+  off = keys[:, None] != keys[None, :]
+  diagonal = np.diag(similarity)
+  _assert_close(metrics["accuracy_audio_to_text"],
+                np.mean(diagonal > np.where(off, similarity, -np.inf).max(axis=1)), "a2t")
+  _assert_close(metrics["accuracy_text_to_audio"],
+                np.mean(diagonal > np.where(off, similarity, -np.inf).max(axis=0)), "t2a")
+  _assert_close(metrics["negative_similarity"],
+                similarity[~np.eye(BATCH, dtype=bool)].mean(), "negative_similarity")
+
+
+def test_all_distinct_keys_change_nothing():
+  za, zt = _pairs()
+  keys = np.arange(BATCH, dtype=np.int32)
+  for kind in losses.KINDS:
+    value, grads, _ = _run_keyed(("plain", None), kind, za, zt, keys)
+    expected_loss, expected_grads, _ = reference(kind)
+    _assert_close(value, expected_loss, f"{kind} loss")
+    _assert_close(grads["za"], expected_grads["za"], f"{kind} d / d za")
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v[0] != "plain"],
+                         ids=_variant_id)
+@pytest.mark.parametrize("kind", losses.KINDS)
+def test_duplicate_masked_variants_equal_plain(kind, variant):
+  za, zt = _pairs(seed=4)
+  plain_loss, plain_grads, plain_metrics = _run_keyed(("plain", None), kind, za, zt,
+                                                      DUPLICATE_KEYS)
+  loss, grads, metrics = _run_keyed(variant, kind, za, zt, DUPLICATE_KEYS)
+  _assert_close(loss, plain_loss, "loss")
+  for name, expected in plain_grads.items():
+    _assert_close(grads[name], expected, f"d loss / d {name}")
+  for name, expected in plain_metrics.items():
+    _assert_close(metrics[name], expected, name)
+
+
+def test_text_identity_key_equal_iff_real_tokens_equal():
+  rng = np.random.default_rng(6)
+  for trial in range(5):
+    batch, length = 32, 12
+    lengths = rng.integers(1, length + 1, batch)
+    mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
+    ids = rng.integers(0, 5, (batch, length)).astype(np.int32)  # small vocab: near misses
+    # Planted duplicates: same real tokens, different junk in the padding.
+    for src, dst in [(0, 1), (2, 3), (2, 4), (5, 6)]:
+      lengths[dst] = lengths[src]
+      mask[dst] = mask[src]
+      ids[dst] = np.where(mask[src] == 1, ids[src], rng.integers(0, 30000, length))
+    # Near duplicates: one token changed; a prefix (shorter length).
+    ids[7] = ids[8]
+    mask[7] = mask[8]
+    ids[7, 0] = ids[8, 0] + 1
+    mask[9] = mask[10]
+    ids[9] = ids[10]
+    mask[9, :] = 0
+    mask[9, :max(int(mask[10].sum()) - 1, 1)] = 1
+    keys = np.asarray(losses.text_identity_key(jnp.asarray(ids), jnp.asarray(mask)))
+    assert keys.dtype == np.int32 and keys.shape == (batch,)
+    texts = [tuple(ids[b][mask[b] == 1]) for b in range(batch)]
+    same_text = np.array([[texts[i] == texts[j] for j in range(batch)] for i in range(batch)])
+    same_key = keys[:, None] == keys[None, :]
+    np.testing.assert_array_equal(same_key, same_text, err_msg=f"trial {trial}")
+    assert same_text[0, 1] and same_text[2, 4] and not same_text[7, 8]

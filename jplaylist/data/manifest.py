@@ -45,6 +45,9 @@ SOURCE_NAMES = {
     "ASET": "ontology labels",
 }
 SPLITS = ("train", "validation", "test")
+# A manifest may also name extra evaluation splits, "test_<name>" or
+# "validation_<name>" (the demo corpus's "test_heldout_timbre", say).
+EXTRA_SPLIT = re.compile(r"^(test|validation)_[a-z0-9_]+$")
 
 # Reasons a manifest row is rejected before any audio is read.
 REASONS = (
@@ -214,8 +217,9 @@ def _to_record(row: dict[str, Any], line: int,
   if not texts:
     raise _RowError("empty_annotations", f"all {total} annotations are empty")
   split = row.get("split") or None
-  if split is not None and split not in SPLITS:
-    raise _RowError("bad_row", f"split {split!r} is not one of {', '.join(SPLITS)}")
+  if split is not None and split not in SPLITS and not EXTRA_SPLIT.match(split):
+    raise _RowError("bad_row", f"split {split!r} is not one of {', '.join(SPLITS)} "
+                    "nor test_<name> / validation_<name>")
   attributes = row.get("attributes") or {}
   if not isinstance(attributes, dict):
     raise _RowError("bad_row", "'attributes' must be an object")

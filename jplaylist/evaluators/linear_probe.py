@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from jplaylist.evaluators import metrics
-from jplaylist.evaluators import zero_shot
+from jplaylist.evaluators import splits
 
 
 def probe_auc(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
@@ -32,19 +32,21 @@ class LinearProbe:
   """Class-balanced test AUC-ROC of linear probes per attribute family."""
 
   def __init__(self, dataset_path: str, train_split: str = "train",
-               test_split: str = "test", families: Sequence[str] = zero_shot.FAMILIES,
+               test_split: str = "test", families: Sequence[str] | None = None,
                c: float = 1.0):
-    self.train = zero_shot.load_split(dataset_path, train_split)
-    self.test = zero_shot.load_split(dataset_path, test_split)
-    self.families = tuple(families)
+    self.train = splits.load_split(dataset_path, train_split)
+    self.test = splits.load_split(dataset_path, test_split)
+    # None: every categorical attribute of the train split.
+    self.families = tuple(families if families is not None
+                          else splits.categorical_families(self.train.attributes))
     self.c = c
 
   def run(self, model) -> Iterator[tuple[str, float]]:
     train_x = model.embed_audio(self.train.waveforms, self.train.sample_rate)
     test_x = model.embed_audio(self.test.waveforms, self.test.sample_rate)
     for family in self.families:
-      tags, train_y = zero_shot.tag_labels(self.train.attributes, family)
-      _, test_y = zero_shot.tag_labels(self.test.attributes, family, tags)
+      tags, train_y = splits.tag_labels(self.train.attributes, family)
+      _, test_y = splits.tag_labels(self.test.attributes, family, tags)
       auc = probe_auc(train_x, train_y, test_x, test_y, self.c)
       if np.any(~np.isnan(auc)):
         yield f"linear_probe/{family}/auc_roc", metrics.macro(auc)

@@ -71,3 +71,38 @@ def recall_at_k(relevant: np.ndarray, scores: np.ndarray, k: int) -> float:
   counts = relevant.sum(axis=1)
   valid = counts > 0
   return float(np.mean(hits[valid] / counts[valid]))
+
+
+def random_average_precision(num_relevant: np.ndarray, num_items: int) -> np.ndarray:
+  """Expected average precision of a uniformly random ranking (exact).
+
+  With R relevant among N items, E[AP] = (R-1)/(N-1) + H_N (N-R) / (N (N-1)),
+  H_N the N-th harmonic number: H_N / N for one relevant item, 1 for all.
+
+  Args:
+    num_relevant: [Q] relevant items per query (each at least 1).
+    num_items: N, the candidates every query ranks.
+  """
+  relevant = np.asarray(num_relevant, np.float64)
+  if num_items == 1:
+    return np.ones_like(relevant)
+  harmonic = float(np.sum(1.0 / np.arange(1, num_items + 1)))
+  return ((relevant - 1) / (num_items - 1)
+          + harmonic * (num_items - relevant) / (num_items * (num_items - 1)))
+
+
+def first_relevant_rank(relevant: np.ndarray, scores: np.ndarray) -> np.ndarray:
+  """1-based rank of each query's best-scored relevant item ([Q] int).
+
+  An irrelevant item scored equal to it ranks ahead (ties are not won), so
+  identical texts or embeddings never help. Queries without a relevant item
+  get rank 0.
+
+  Args:
+    relevant: [Q, N] bool.
+    scores: [Q, N] float.
+  """
+  relevant = np.asarray(relevant).astype(bool)
+  best = np.where(relevant, scores, -np.inf).max(axis=1, keepdims=True)
+  ahead = np.sum((~relevant) & (scores >= best), axis=1)
+  return np.where(relevant.any(axis=1), ahead + 1, 0)

@@ -145,9 +145,10 @@ def write(results: dict[str, float], out_dir: str, info: dict[str, Any]) -> dict
     ks = sorted({int(m.group(1)) for k in results
                  if (m := re.match(r"^text_to_music/all/recall@(\d+)$", k))})
     lines += ["", "## Text-to-music retrieval", "",
-              f"Queries: {int(results.get('text_to_music/num_queries', 0))}, worded with "
-              "templates the training annotations never use; one relevant recording "
-              f"each. Chance mAP {_fmt(results.get('text_to_music/chance_map'))}.", "",
+              f"Queries: {int(results.get('text_to_music/num_queries', 0))}, from attribute "
+              "values; every recording with those values is relevant (mean "
+              f"{_fmt(results.get('text_to_music/mean_relevant'), 1)}). Chance mAP (random "
+              f"ranking) {_fmt(results.get('text_to_music/chance_map'))}.", "",
               "| queries | mAP | AUC-ROC | " + " | ".join(f"recall@{k}" for k in ks) + " |",
               "|---|---|---|" + "---|" * len(ks)]
     for kind in kinds:

@@ -25,17 +25,22 @@ from jplaylist import inference
 from jplaylist.data import builder
 from jplaylist.evaluators import linear_probe
 from jplaylist.evaluators import report
+from jplaylist.evaluators import retrieval
 from jplaylist.evaluators import text_triplets
+from jplaylist.evaluators import vocabulary
 from jplaylist.evaluators import zero_shot
 
 KINDS = {
     "zero_shot": zero_shot.ZeroShotTagging,
-    "text_to_music": zero_shot.TextToMusic,
+    "text_to_music": retrieval.TextToMusic,
+    "caption_retrieval": retrieval.CaptionRetrieval,
+    "vocabulary_tagging": vocabulary.VocabularyTagging,
     "linear_probe": linear_probe.LinearProbe,
     "text_triplets": text_triplets.TextTriplets,
 }
 # Keyword arguments that name a split of the dataset (the rest pass through).
-_NEEDS_DATASET = {"zero_shot", "text_to_music", "linear_probe"}
+_NEEDS_DATASET = {"zero_shot", "text_to_music", "caption_retrieval", "vocabulary_tagging",
+                  "linear_probe"}
 
 
 def standard(split: str = "test", every: int = 0) -> ml_collections.ConfigDict:
@@ -79,7 +84,8 @@ def build(entries: Mapping[str, Any] | None, dataset_path: str,
   """
   out = []
   for name, entry in dict(entries or {}).items():
-    entry = dict(entry)
+    # Nested ConfigDicts (words, templates, mappings) become plain dicts.
+    entry = entry.to_dict() if hasattr(entry, "to_dict") else dict(entry)
     kind = entry.pop("kind", name)
     every = int(entry.pop("every", 0))
     if kind not in KINDS:
@@ -136,7 +142,15 @@ def evaluate_workdir(workdir: str, *, step: int | None = None, split: str = "tes
   if not os.path.isdir(dataset_path):
     raise FileNotFoundError(f"no built dataset at {dataset_path}; pass --data_dir or run "
                             f"launch.prepare_data first")
-  entries = {name: entry for name, entry in standard(split).items() if name in kinds}
+  entries = {name: dict(entry) for name, entry in standard(split).items() if name in kinds}
+  # Dataset-specific options (queries, templates, words, families) are data in
+  # the run's config.evals: an entry of the same kind lends them, on `split`.
+  for configured in dict(model.config.get("evals") or {}).values():
+    configured = configured.to_dict() if hasattr(configured, "to_dict") else dict(configured)
+    kind = configured.get("kind")
+    if kind in entries:
+      entries[kind].update({k: v for k, v in configured.items()
+                            if k not in ("every", "split", "test_split", "train_split")})
   evaluators = build(entries, dataset_path, log=log)
   results = run_all(evaluators, model, log=log)
   output_dir = output_dir or os.path.join(workdir, "eval", f"{split}_step{step}")

@@ -210,6 +210,10 @@ class BertEncoder(nn.Module):
     dtype: compute dtype (e.g. jnp.bfloat16); softmax and LayerNorm statistics
       stay in float32.
     param_dtype: parameter dtype.
+    first_trained_layer: None trains everything; an index i in [0, num_layers]
+      freezes the embeddings and layers 0..i-1: they run without dropout and
+      their output enters layer i through stop_gradient, so no backward pass
+      runs below it (i = num_layers freezes the whole encoder).
   """
 
   num_layers: int = 12
@@ -225,6 +229,7 @@ class BertEncoder(nn.Module):
   attention_dropout_rate: float = 0.1
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  first_trained_layer: int | None = None
 
   @nn.compact
   def __call__(self, text_ids, text_mask, *, train: bool = False):
@@ -243,20 +248,68 @@ class BertEncoder(nn.Module):
     """
     common = dict(layer_norm_eps=self.layer_norm_eps, dropout_rate=self.dropout_rate,
                   dtype=self.dtype, param_dtype=self.param_dtype)
+    freeze = self.first_trained_layer is not None
+    first = self.first_trained_layer if freeze else 0
+    if not 0 <= first <= self.num_layers:
+      raise ValueError(f"first_trained_layer={first} is outside [0, {self.num_layers}] "
+                       f"for {self.num_layers} layers")
     key_mask = text_mask.astype(bool)
+    # Frozen modules run deterministically: a fixed feature extractor, as a
+    # frozen encoder is.
     x = _Embeddings(self.vocab_size, self.hidden_size, self.max_positions,
-                    self.type_vocab_size, name="embeddings", **common)(text_ids, train=train)
+                    self.type_vocab_size, name="embeddings", **common)(
+                        text_ids, train=train and not freeze)
     hidden_states = [x]
     for index in range(self.num_layers):
+      if freeze and index == first:
+        x = jax.lax.stop_gradient(x)
       x = _Layer(self.num_heads, self.intermediate_size, self.gelu_approximate,
                  self.attention_dropout_rate, name=f"layer_{index}", **common)(
-                     x, key_mask, train=train)
+                     x, key_mask, train=train and index >= first)
       hidden_states.append(x)
+    if freeze and first == self.num_layers:
+      x = jax.lax.stop_gradient(x)
     return x, tuple(hidden_states)
 
 
+POOLINGS = ("cls", "mean")
+
+
+def _first_trained_layer(variant: str, train_encoder: bool, train_layers: int) -> int | None:
+  """The encoder's `first_trained_layer` for a tower that trains its top layers."""
+  num_layers = decode_variant(variant)["num_layers"]
+  if train_layers != -1 and not 0 <= train_layers <= num_layers:
+    raise ValueError(f"train_layers={train_layers}: the {variant!r} encoder has "
+                     f"{num_layers} layers; give -1 (all) or 0..{num_layers}")
+  if not train_encoder:
+    return num_layers
+  return None if train_layers == -1 else num_layers - train_layers
+
+
+def frozen_patterns(variant: str, *, train_encoder: bool = True, train_layers: int = -1,
+                    prefix: str = "") -> tuple[str, ...]:
+  """Regexes of the encoder parameters that never train (for the optimizer).
+
+  Args:
+    variant: a `decode_variant` name.
+    train_encoder, train_layers: as the `Model` fields.
+    prefix: the tower's path in the full parameter tree, e.g. "text/".
+
+  Returns:
+    Regexes on "/"-joined parameter paths: the embeddings and the layers below
+    the first trained one (the whole encoder when train_encoder is False).
+  """
+  first = _first_trained_layer(variant, train_encoder, train_layers)
+  if first is None:
+    return ()
+  if first == decode_variant(variant)["num_layers"]:
+    return (f"^{prefix}encoder/",)
+  return (f"^{prefix}encoder/embeddings/",) + tuple(
+      f"^{prefix}encoder/layer_{index}/" for index in range(first))
+
+
 class Model(nn.Module):
-  """MuLan text tower: BERT [CLS] output, linear projection, L2 normalisation.
+  """MuLan text tower: BERT output pooled, linear projection, L2 normalisation.
 
   Attributes:
     variant: a `decode_variant` name.
@@ -266,6 +319,11 @@ class Model(nn.Module):
     train_encoder: False stops gradients at the encoder's output, so only the
       projection trains (and no backward pass runs through the encoder);
       the encoder then also runs without dropout.
+    pooling: "cls" (MuLan's [CLS] output) or "mean" over the real tokens (how
+      sentence-transformers trained all-MiniLM-L6-v2).
+    train_layers: -1 trains the whole encoder; k in [0, num_layers] trains only
+      its top k layers: embeddings and lower layers are frozen, run without
+      dropout and pass no gradient (see `frozen_patterns` for the optimizer).
   """
 
   variant: str = "base"
@@ -273,6 +331,8 @@ class Model(nn.Module):
   dropout_rate: float = 0.1
   train_encoder: bool = True
   dtype: Any = jnp.float32
+  pooling: str = "cls"
+  train_layers: int = -1
 
   @nn.compact
   def __call__(self, text_ids, text_mask, *, train: bool = False):
@@ -286,14 +346,22 @@ class Model(nn.Module):
     Returns:
       [B, embed_dim] float32 text embeddings, L2-normalised.
     """
-    sequence, _ = BertEncoder(**decode_variant(self.variant),
-                              dropout_rate=self.dropout_rate,
-                              attention_dropout_rate=self.dropout_rate, dtype=self.dtype,
-                              name="encoder")(text_ids, text_mask,
-                                              train=train and self.train_encoder)
-    if not self.train_encoder:
-      sequence = jax.lax.stop_gradient(sequence)
-    z = nn.Dense(self.embed_dim, dtype=self.dtype, name="projection")(sequence[:, 0])
+    if self.pooling not in POOLINGS:
+      raise ValueError(f"unknown text pooling {self.pooling!r}; known: {', '.join(POOLINGS)}")
+    sequence, _ = BertEncoder(
+        **decode_variant(self.variant), dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.dropout_rate, dtype=self.dtype,
+        first_trained_layer=_first_trained_layer(self.variant, self.train_encoder,
+                                                 self.train_layers),
+        name="encoder")(text_ids, text_mask, train=train)
+    if self.pooling == "cls":
+      pooled = sequence[:, 0]
+    else:
+      # sentence-transformers' mean pooling: real tokens only, count clamped.
+      weights = text_mask.astype(jnp.float32)[:, :, None]
+      pooled = (jnp.sum(sequence.astype(jnp.float32) * weights, axis=1)
+                / jnp.maximum(jnp.sum(weights, axis=1), 1e-9)).astype(self.dtype)
+    z = nn.Dense(self.embed_dim, dtype=self.dtype, name="projection")(pooled)
     z = z.astype(jnp.float32)
     # rsqrt of a clamped squared norm: finite value and gradient at z == 0.
     return z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True),

@@ -8,6 +8,11 @@ before the first block. The 3x3/2 max-pool after it is kept. The trunk's
 output is mean-pooled over time and mel, projected by a linear layer to the
 joint dimension (128) and L2-normalised.
 
+Given a frame mask (which log-mel frames hold real audio, from the pipeline's
+`audio_mask` via `pooling.frame_mask`), the mean runs over the valid time
+steps only, so end padding does not dilute short clips; `pooling` can add a
+statistics branch (std or max over time) to the pooled features.
+
 BatchNorm keeps running statistics in the `batch_stats` collection. Under
 `jax.jit` with the batch sharded over a mesh, the batch statistics are
 computed over the global batch (the compiler inserts the cross-device
@@ -24,6 +29,12 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jplaylist.models import pooling as pooling_lib
+
+# Frames per trunk time step: the 3x3/2 max-pool and the stride-2 first blocks
+# of stages 2-4 (every variant has four stages).
+TIME_STRIDE = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,20 +146,40 @@ class Model(nn.Module):
     variant: "50", "18" or "tiny".
     embed_dim: joint embedding size (the patent's d = 128).
     axis_name: mesh axis for BatchNorm statistics under shard_map.
+    pooling: "mean" (the patent's), "mean_std" or "mean_max" over time (see
+      `jplaylist.models.pooling`); the latter two double the projection's input.
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
   """
 
   variant: str = "50"
   embed_dim: int = 128
   axis_name: str | None = None
+  pooling: str = "mean"
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, log_mel: jax.Array, *, train: bool = False) -> jax.Array:
-    """Args: log_mel: [B, frames, mels]. Returns: [B, embed_dim] float32, unit norm."""
+  def __call__(self, log_mel: jax.Array, *, frame_mask: jax.Array | None = None,
+               train: bool = False) -> jax.Array:
+    """Embeds log-mel spectrograms.
+
+    Args:
+      log_mel: [B, frames, mels].
+      frame_mask: [B, frames] bool, True on frames of real audio (see
+        `pooling.frame_mask`); None pools over every frame.
+      train: BatchNorm on batch statistics (and updates running ones).
+
+    Returns:
+      [B, embed_dim] float32, unit norm.
+    """
     features = ResNetTrunk(self.variant, self.axis_name, dtype=self.dtype,
                            name="trunk")(log_mel, train=train)
-    pooled = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
+    weights = None
+    if frame_mask is not None:
+      if frame_mask.shape != log_mel.shape[:2]:
+        raise ValueError(f"frame_mask shape {frame_mask.shape} does not match the "
+                         f"log-mel's [B, frames] {log_mel.shape[:2]}")
+      weights = pooling_lib.block_weights(frame_mask, features.shape[1], TIME_STRIDE)
+    pooled = pooling_lib.temporal_pool(features, weights, self.pooling)
     embedding = nn.Dense(self.embed_dim, name="projection")(pooled)
     return l2_normalize(embedding)
 

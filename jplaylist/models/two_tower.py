@@ -30,6 +30,7 @@ import ml_collections
 from jplaylist.audio import frontend as frontend_lib
 from jplaylist.models import ast as ast_lib
 from jplaylist.models import bert as bert_lib
+from jplaylist.models import pooling as pooling_lib
 from jplaylist.models import resnet as resnet_lib
 
 AUDIO_TOWERS = ("resnet", "ast")
@@ -61,6 +62,12 @@ class Model(nn.Module):
     train_text_encoder: False keeps the text encoder fixed (only its
       projection trains), e.g. a warm-started MiniLM on a small corpus.
     specaugment: time/frequency masking applied in training, or None.
+    pool_valid_frames: given an `audio_mask`, the ResNet pools only over
+      frames of real audio (AST reads its [CLS] token and ignores the mask).
+    audio_pooling: the ResNet's pooling, "mean", "mean_std" or "mean_max".
+    text_pooling: "cls" or "mean" (over real tokens).
+    train_text_layers: -1 trains the whole text encoder (when
+      train_text_encoder); k trains only its top k layers.
     dtype: compute dtype of both towers; parameters stay float32.
   """
 
@@ -73,16 +80,24 @@ class Model(nn.Module):
   text_dropout: float = 0.1
   train_text_encoder: bool = True
   specaugment: frontend_lib.SpecAugment | None = frontend_lib.SpecAugment()
+  pool_valid_frames: bool = True
+  audio_pooling: str = "mean"
+  text_pooling: str = "cls"
+  train_text_layers: int = -1
   dtype: Any = jnp.float32
 
   def setup(self):
     config = frontend_lib.decode(self.frontend)
     if self.audio_tower == "resnet":
       self.audio = resnet_lib.Model(variant=self.audio_variant,
-                                    embed_dim=self.embed_dim, dtype=self.dtype)
+                                    embed_dim=self.embed_dim, pooling=self.audio_pooling,
+                                    dtype=self.dtype)
     elif self.audio_tower == "ast":
       if config.num_frames is None:
         raise ValueError("the AST tower needs a frontend with fixed num_frames")
+      if self.audio_pooling != "mean":
+        raise ValueError(f"audio_pooling={self.audio_pooling!r} is a ResNet option; "
+                         "the AST tower reads its [CLS] token")
       self.audio = ast_lib.Model(variant=self.audio_variant, embed_dim=self.embed_dim,
                                  num_mel_bins=config.num_mels,
                                  num_frames=config.num_frames, dtype=self.dtype)
@@ -91,7 +106,9 @@ class Model(nn.Module):
                        f"known: {', '.join(AUDIO_TOWERS)}")
     self.text = bert_lib.Model(variant=self.text_variant, embed_dim=self.embed_dim,
                                dropout_rate=self.text_dropout,
-                               train_encoder=self.train_text_encoder, dtype=self.dtype)
+                               train_encoder=self.train_text_encoder,
+                               pooling=self.text_pooling,
+                               train_layers=self.train_text_layers, dtype=self.dtype)
     self.temperature_raw = self.param(
         "temperature_raw",
         lambda _: jnp.asarray(raw_from_temperature(self.initial_temperature),
@@ -104,9 +121,23 @@ class Model(nn.Module):
       spectrogram = self.specaugment(spectrogram, self.make_rng("specaugment"))
     return spectrogram
 
-  def embed_audio(self, audio: jax.Array, *, train: bool = False) -> jax.Array:
-    """[B, samples] float32 waveforms -> [B, embed_dim], unit norm."""
-    return self.audio(self.log_mel(audio, train=train), train=train)
+  def embed_audio(self, audio: jax.Array, audio_mask: jax.Array | None = None, *,
+                  train: bool = False) -> jax.Array:
+    """Embeds waveforms.
+
+    Args:
+      audio: [B, samples] float32 waveforms.
+      audio_mask: [B, samples] bool, False on padding, or None (all real).
+      train: SpecAugment, dropout and BatchNorm batch statistics.
+
+    Returns:
+      [B, embed_dim], unit norm.
+    """
+    log_mel = self.log_mel(audio, train=train)
+    if self.audio_tower == "resnet" and self.pool_valid_frames and audio_mask is not None:
+      frame_mask = pooling_lib.frame_mask(audio_mask, self.frontend)
+      return self.audio(log_mel, frame_mask=frame_mask, train=train)
+    return self.audio(log_mel, train=train)
 
   def embed_text(self, text_ids: jax.Array, text_mask: jax.Array, *,
                  train: bool = False) -> jax.Array:
@@ -116,9 +147,9 @@ class Model(nn.Module):
   def temperature(self) -> jax.Array:
     return temperature_from_raw(self.temperature_raw)
 
-  def __call__(self, audio, text_ids, text_mask, *, train: bool = False):
+  def __call__(self, audio, text_ids, text_mask, audio_mask=None, *, train: bool = False):
     """Returns (audio embeddings [B, d], text embeddings [B, d], temperature [])."""
-    return (self.embed_audio(audio, train=train),
+    return (self.embed_audio(audio, audio_mask, train=train),
             self.embed_text(text_ids, text_mask, train=train),
             self.temperature())
 
@@ -136,6 +167,13 @@ def build(config: ml_collections.ConfigDict) -> Model:
   """The model of a whole experiment config: `config.model` at `config.compute_dtype`."""
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
   return Model.from_config(config.model, dtype=dtype)
+
+
+def frozen_patterns(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Regexes of the parameters of a `config.model` that never train."""
+  return bert_lib.frozen_patterns(
+      config.text_variant, train_encoder=config.get("train_text_encoder", True),
+      train_layers=config.get("train_text_layers", -1), prefix="text/")
 
 
 def init(model: Model, rng: jax.Array, *, batch_size: int = 1, num_samples: int | None = None,

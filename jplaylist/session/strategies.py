@@ -8,12 +8,16 @@ The patent's adaptive strategy (WO2024043931A1) after every event:
    examples (a text request, listened tracks) minus its negatives;
 3. a weighted L2 logistic regression refit from scratch (`logreg.fit`, warm
    started from the previous event's solution);
-4. a smooth hand-over from 2 to 3 as labelled evidence grows (a logistic
-   ramp in the number of labelled examples, and only once both classes exist);
-5. fusion with the long-term "mix ranker" (the listener's slow taste model),
-   its weight decaying with evidence; the taste model itself moves slowly
-   towards what is played, while tracks rejected in the current mood move it
-   only weakly (a skip now says little about long-term taste).
+4. a smooth hand-over from 2 to 3 driven by the number and the balance of
+   the examples (`handover`: a ramp in the balanced evidence 2PN/(P+N) of P
+   positive and N negative examples, 0 with one class, no jump when the
+   first skip arrives);
+5. fusion with the long-term "mix ranker" (the background model of the
+   listener's overall preference, learned from earlier sessions; a zero
+   vector when there is none), its weight decaying with evidence; within the
+   session it moves slowly towards what is played, while tracks rejected in
+   the current mood move it only weakly (a skip now says little about
+   long-term taste).
 
 Scores are standardised over the candidates before they are mixed, so the
 mixing weights mean the same whatever the scale of each part. Every score is a
@@ -22,23 +26,30 @@ systems) or O(T d).
 
 Baselines: "adaptive_mlp" (the same, with a small MLP in place of the
 linear classifier once `mlp_after` labelled examples exist: the model family
-chosen by session length), "knn" (step 2 only), "linucb" (ridge regression with an upper
-confidence bonus, in T-space by Woodbury), "thompson" (one draw from the
-logistic regression's Laplace posterior per event). "initial", "shuffle",
-"popularity" and "oracle" need no learner; the study scores them itself.
+chosen by session length), "knn" (step 2 only: a centroid query),
+"knn_examples" (k nearest individual examples, liked minus disliked; one
+[N, T] product per event), "classifier" (step 3 only), "linucb" (ridge
+regression with an upper confidence bonus, in T-space by Woodbury),
+"thompson" (one draw from the logistic regression's Laplace posterior per
+event). "initial", "shuffle", "popularity" and "oracle" need no learner; the
+study scores them itself. `sweepable_fields(strategy)` names the settings
+each learner reads, so a study can sweep any of them.
 """
 
 from __future__ import annotations
 
 import flax.struct
 import jax
+from jax import lax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jplaylist.session import examples
 from jplaylist.session import logreg
 
-STRATEGIES = ("adaptive", "adaptive_mlp", "classifier", "knn", "linucb", "thompson")
+STRATEGIES = ("adaptive", "adaptive_mlp", "classifier", "knn", "knn_examples", "linucb",
+              "thompson")
 # The small MLP of "adaptive_mlp": hidden units and gradient steps per event.
 MLP_HIDDEN = 16
 MLP_STEPS = 20
@@ -53,9 +64,10 @@ class StrategyParams:
   """
   rules: examples.WeightRules
   C: jax.Array = 1.0                  # inverse L2 strength of the classifier
-  handover_at: jax.Array = 4.0        # labelled examples at which kNN and classifier weigh equal
-  handover_width: jax.Array = 1.5     # examples over which the hand-over ramps
-  knn_negative: jax.Array = 0.5       # weight of the negative centroid in kNN scores
+  handover_at: jax.Array = 4.0        # balanced evidence at the centre of the hand-over ramp
+  handover_width: jax.Array = 1.5     # balanced examples over which the hand-over ramps
+  knn_negative: jax.Array = 0.5       # weight of the negatives in kNN scores
+  knn_k: jax.Array = 5.0              # neighbours per class of knn_examples (fractional: soft)
   mix_weight: jax.Array = 0.5         # weight of the long-term ranker at no evidence
   mix_half_life: jax.Array = 5.0      # labelled examples that halve it
   taste_rate: jax.Array = 0.02        # taste-model step per listened track
@@ -68,15 +80,17 @@ class StrategyParams:
 
   @classmethod
   def create(cls, **overrides) -> StrategyParams:
+    """Defaults overridden by keyword; unknown names and bad values raise."""
     rule_fields = set(examples.WeightRules.__dataclass_fields__)
-    rules = examples.WeightRules.create(**{k: v for k, v in overrides.items()
-                                           if k in rule_fields})
     values = {f: getattr(cls, f) for f in cls.__dataclass_fields__ if f != "rules"}
     unknown = set(overrides) - rule_fields - set(values)
     if unknown:
       raise ValueError(f"unknown strategy parameters {sorted(unknown)}; known: "
                        f"{sorted(rule_fields | set(values))}")
+    rules = examples.WeightRules.create(**{k: v for k, v in overrides.items()
+                                           if k in rule_fields})
     values.update({k: v for k, v in overrides.items() if k in values})
+    examples.check_values(values, PARAM_BOUNDS)
     return cls(rules=rules, **{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
 
   def with_values(self, **overrides) -> StrategyParams:
@@ -85,11 +99,51 @@ class StrategyParams:
     unknown = set(overrides) - rule_fields - set(self.__dataclass_fields__)
     if unknown:
       raise ValueError(f"unknown strategy parameters {sorted(unknown)}")
+    examples.check_values(overrides, {**examples.RULE_BOUNDS, **PARAM_BOUNDS})
     as_array = lambda v: jnp.asarray(v, jnp.float32)
     rules = self.rules.replace(**{k: as_array(v) for k, v in overrides.items()
                                   if k in rule_fields})
     return self.replace(rules=rules, **{k: as_array(v) for k, v in overrides.items()
                                         if k not in rule_fields})
+
+
+# Allowed ranges (low, high, low inclusive) of the learners' settings.
+_POSITIVE, _NON_NEGATIVE = (0.0, np.inf, False), (0.0, np.inf, True)
+PARAM_BOUNDS = {"C": _POSITIVE, "handover_at": _NON_NEGATIVE, "handover_width": _POSITIVE,
+                "knn_negative": _NON_NEGATIVE, "knn_k": (1.0, np.inf, True),
+                "mix_weight": (0.0, 1.0, True), "mix_half_life": _POSITIVE,
+                "taste_rate": _NON_NEGATIVE, "reject_taste_rate": _NON_NEGATIVE,
+                "ucb_alpha": _NON_NEGATIVE, "ucb_ridge": _POSITIVE,
+                "thompson_scale": _NON_NEGATIVE, "mlp_after": _NON_NEGATIVE,
+                "mlp_learning_rate": _POSITIVE}
+
+# The settings each learner reads besides the weight rules (which all read).
+_ADAPTIVE_FIELDS = ("C", "handover_at", "handover_width", "knn_negative", "mix_weight",
+                    "mix_half_life", "taste_rate", "reject_taste_rate")
+_OWN_FIELDS = {
+    "adaptive": _ADAPTIVE_FIELDS,
+    "adaptive_mlp": _ADAPTIVE_FIELDS + ("mlp_after", "mlp_learning_rate"),
+    "classifier": ("C",),
+    "knn": ("knn_negative",),
+    "knn_examples": ("knn_k", "knn_negative"),
+    "linucb": ("ucb_alpha", "ucb_ridge"),
+    "thompson": ("C", "thompson_scale"),
+}
+
+
+def sweepable_fields(strategy: str) -> tuple[str, ...]:
+  """Names of the StrategyParams fields (and weight rules) that `strategy` reads.
+
+  Changing any other field leaves its decisions unchanged (tests check both
+  ways), so a sweep of `strategy` need only vary these. The study's
+  baselines ("initial", "shuffle", "popularity", "oracle") have none.
+
+  Raises:
+    ValueError: `strategy` is not one of STRATEGIES.
+  """
+  if strategy not in _OWN_FIELDS:
+    raise ValueError(f"unknown strategy {strategy!r}; known: {STRATEGIES}")
+  return tuple(examples.WeightRules.__dataclass_fields__) + _OWN_FIELDS[strategy]
 
 
 @flax.struct.dataclass
@@ -98,7 +152,8 @@ class State:
 
   history: the examples. gram: [T, T] history.x @ history.x.T, kept up to
   date one row per example. fit: the last classifier fit (warm start).
-  taste: [d] the long-term taste model (unit norm).
+  taste: [d] the background model of the listener's overall preference
+  (zero: none); only its direction is used.
   """
   history: examples.History
   gram: jax.Array
@@ -108,7 +163,20 @@ class State:
 
 
 def init_state(max_examples: int, dim: int, taste) -> State:
-  """An empty session for a listener whose long-term taste model is `taste` [d]."""
+  """An empty session.
+
+  Args:
+    max_examples: history slots T (a full history drops its oldest example).
+    dim: embedding dimension d.
+    taste: [d] background model of the listener's overall preference, learned
+      from earlier sessions (observable: never the simulator's hidden
+      taste); the zero vector means none, and then it contributes nothing.
+
+  Returns:
+    The state before the first event.
+  """
+  if jnp.shape(taste) != (dim,):
+    raise ValueError(f"taste has shape {jnp.shape(taste)}; expected ({dim},)")
   return State(history=examples.History.empty(max_examples, dim),
                gram=jnp.zeros((max_examples, max_examples), jnp.float32),
                fit=logreg.LogRegFit(coef=jnp.zeros((dim,), jnp.float32),
@@ -156,35 +224,47 @@ def fit_mlp(mlp: dict, x, label, weights, *, C, learning_rate, num_steps: int = 
 
 
 def _with_gram_row(state: State, history: examples.History, slot) -> State:
-  row = history.x @ history.x[jnp.minimum(slot, history.max_examples - 1)]
-  row = jnp.where(history.mask, row, 0.0)
-  valid = slot < history.max_examples
-  index = jnp.where(valid, slot, history.max_examples)
-  gram = state.gram.at[index].set(row, mode="drop").at[:, index].set(row, mode="drop")
-  return state.replace(history=history, gram=gram)
+  """State with `history`, whose `slot` was just (over)written: O(T d).
+
+  The slot's gram row and column are replaced, and its warm-start dual
+  coefficient reset (an overwritten slot held another example's).
+  """
+  row = jnp.where(history.mask, history.x @ history.x[slot], 0.0)
+  gram = state.gram.at[slot].set(row).at[:, slot].set(row)
+  fit = state.fit._replace(alpha=state.fit.alpha.at[slot].set(0.0))
+  return state.replace(history=history, gram=gram, fit=fit)
 
 
-def observe_text(state: State, x, event, elapsed, valid=True) -> State:
-  """A text request (label 1, A = 0) with embedding x [d], if `valid`."""
-  slot = state.history.num_examples
-  history = state.history.append_text(x, event, elapsed, valid)
+def observe_text(state: State, x, event, elapsed, valid=True, label=1.0) -> State:
+  """A text request (A = 0) with embedding x [d], if `valid`.
+
+  label: 1.0 for a positive request, 0.0 for a negative one ("less piano",
+  x the embedding of "piano"; `requests.parse_request`). Either is weighted
+  by `text_weight`.
+  """
+  slot = state.history.next_slot
+  history = state.history.append_text(x, event, elapsed, valid, label)
   new = _with_gram_row(state, history, slot)
   return jax.tree.map(lambda a, b: jnp.where(valid, a, b), new, state)
 
 
 def observe_track(state: State, params: StrategyParams, x, kind, event, elapsed) -> State:
   """A served track's outcome (`examples` kind) with audio embedding x [d]."""
-  slot = state.history.num_examples
+  slot = state.history.next_slot
   history = state.history.append_track(x, kind, event, elapsed)
   state = _with_gram_row(state, history, slot)
-  # The slow taste model: a step towards what was played in full, a much
-  # smaller one away from what was rejected in this mood.
+  # The slow background model: its direction steps towards what was played
+  # in full, much less away from what was rejected in this mood. Its norm is
+  # kept, so a unit model stays unit and a zero one (none) stays zero rather
+  # than becoming the first listened track.
   accepted = (kind == examples.LISTEN) | (kind == examples.LIKE)
   rejected = (kind == examples.SKIP) | (kind == examples.DISLIKE)
   step = jnp.where(accepted, params.taste_rate, 0.0) - jnp.where(
       rejected, params.reject_taste_rate, 0.0)
-  taste = state.taste + step * x
-  return state.replace(taste=taste / jnp.maximum(jnp.linalg.norm(taste), 1e-12))
+  norm = jnp.linalg.norm(state.taste)
+  moved = state.taste / jnp.maximum(norm, 1e-12) + step * x
+  taste = norm * moved / jnp.maximum(jnp.linalg.norm(moved), 1e-12)
+  return state.replace(taste=taste)
 
 
 def candidate_stats(cand):
@@ -214,13 +294,75 @@ def knn_query(history: examples.History, weights, negative_weight):
   return unit(positive @ history.x) - negative_weight * unit(negative @ history.x)
 
 
+def knn_examples_scores(history: examples.History, weights, cand, k, negative_weight):
+  """[N] scores of "knn_examples": k nearest liked minus disliked examples.
+
+  score(c) = sum_{i in top_k(c, P)} w_i cos(c, x_i)
+             - negative_weight * sum_{i in top_k(c, N)} w_i cos(c, x_i),
+
+  P (N) the positive (negative) examples of positive weight, top_k(c, S) the
+  k of S nearest to c by cosine. k is a traced float, so a sweep can vmap
+  over it: the r-th nearest (r = 0, 1, ...) counts clip(k - r, 0, 1) times,
+  which is the plain top-k for integer k and interpolates between them.
+  One [N, T] product and one sort over T per event: O(N T (d + log T)).
+
+  Args:
+    history: the session's examples.
+    weights: [T] example weights (0 on unused and PARTIAL slots).
+    cand: [N, d] candidate embeddings.
+    k: [] neighbours per class (>= 1; inf: all).
+    negative_weight: [] weight of the negative side.
+  """
+  unit = lambda a: a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+  cosine = unit(cand) @ unit(history.x).T                              # [N, T]
+  positive = history.label > 0.5
+  member = jnp.stack([positive, ~positive])[:, None, :] & (weights > 0)  # [2, 1, T]
+  # Ascending sort on -cosine: nearest first, non-members (+inf) last.
+  key = jnp.where(member, -cosine, jnp.inf)
+  value = jnp.where(member, weights * cosine, 0.0)
+  _, nearest = lax.sort((key, value), dimension=-1, num_keys=1)         # [2, N, T]
+  rank = jnp.arange(history.max_examples, dtype=jnp.float32)
+  per_side = nearest @ jnp.clip(jnp.asarray(k, jnp.float32) - rank, 0.0, 1.0)
+  return per_side[0] - negative_weight * per_side[1]
+
+
+def balanced_evidence(positives, negatives):
+  """2 P N / (P + N): the harmonic mean of the class counts (0 with one class).
+
+  It equals P = N for balanced classes, grows with either count, and stays
+  under 2 min(P, N): fifty listens and one skip weigh like two of each.
+  """
+  total = positives + negatives
+  return 2.0 * positives * negatives / jnp.maximum(total, 1e-12)
+
+
+def handover_ramp(balance, at, width):
+  """Classifier weight at balanced evidence `balance`: a logistic ramp centred
+  at `at` with scale `width`, shifted and rescaled so it is exactly 0 at 0
+  and tends to 1: (s((b - at) / width) - s(-at / width)) / (1 - s(-at / width)).
+  """
+  floor = jax.nn.sigmoid(-at / width)
+  return (jax.nn.sigmoid((balance - at) / width) - floor) / (1.0 - floor)
+
+
 def handover(history: examples.History, weights, params: StrategyParams):
-  """[] weight of the classifier against kNN: 0 until both classes are seen,
-  then a logistic ramp in the number of labelled examples."""
-  evidence = examples.evidence(history)
-  both = (jnp.sum(weights * history.label) > 0) & (jnp.sum(weights * (1 - history.label)) > 0)
-  ramp = jax.nn.sigmoid((evidence - params.handover_at) / params.handover_width)
-  return jnp.where(both, ramp, 0.0)
+  """[] weight of the classifier against kNN, from the number and balance of
+  the examples of positive weight.
+
+  lambda = handover_ramp(balanced_evidence(P, N), handover_at, handover_width),
+  P and N the counts of positive and negative examples of positive weight
+  (labelled and not switched off by a zero kind weight; counts, not weights,
+  so the recency decay does not hand a long session back to kNN). lambda is
+  0 with one class, continuous (the first skip after five listens gives
+  balanced evidence 1.67, lambda 0.12 by default, not a jump), and never
+  decreases when an example of either class is added.
+  """
+  counted = weights > 0
+  positive = history.label > 0.5
+  positives = jnp.sum(counted & positive, dtype=jnp.float32)
+  negatives = jnp.sum(counted & ~positive, dtype=jnp.float32)
+  return handover_ramp(balanced_evidence(positives, negatives), params.handover_at,
+                       params.handover_width)
 
 
 def mix_weight(history: examples.History, params: StrategyParams):
@@ -271,6 +413,8 @@ def score(strategy: str, state: State, params: StrategyParams, cand, stats, even
   weights = examples.weights(history, params.rules, event, elapsed)
   if strategy == "knn":
     return cand @ knn_query(history, weights, params.knn_negative), state
+  if strategy == "knn_examples":
+    return knn_examples_scores(history, weights, cand, params.knn_k, params.knn_negative), state
   if strategy == "linucb":
     return _linucb(state, weights, params, cand), state
   fit = logreg.fit(history.x, history.label, weights, C=params.C, init=state.fit,

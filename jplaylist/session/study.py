@@ -143,10 +143,12 @@ def _session(world: simulator.World, plan: simulator.SessionPlan,
       ndcg, precision = metrics.ranking_metrics(scores, jax.nn.sigmoid(logits), available)
     else:
       ndcg = precision = jnp.float32(jnp.nan)
+    # The example is stamped when the track ended (or was skipped), so that
+    # time decay does not count a quick skip as younger than a full listen.
+    elapsed = elapsed + fraction * durations[track]
     state = strategies_lib.observe_track(state, params, library.embeddings[track], kind,
                                          event, elapsed)
     played = played.at[pick].set(True)
-    elapsed = elapsed + fraction * durations[track]
     record = dict(served_prob=served_p, oracle_prob=oracle_p,
                   skipped=fraction < 1.0, early_skipped=fraction < config.skip_threshold,
                   listened=label > 0, kind=kind, track=track, ndcg=ndcg,

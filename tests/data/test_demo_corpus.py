@@ -23,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _examples(path):
   out = []
-  for split in ("train", "validation", "test"):
+  for split in corpus.SPLITS:
     source = builder.open_split(path, split)
     out += [(split, source[i]) for i in range(len(source))]
   return out
@@ -31,8 +31,10 @@ def _examples(path):
 
 def test_tiny_corpus_has_every_split_and_the_asked_size(tiny_demo):
   result, settings, _ = tiny_demo
-  assert set(result.report["kept"]) == {"train", "validation", "test"}
-  assert result.report["kept_total"] == settings.num_recordings
+  assert set(result.report["kept"]) == set(corpus.SPLITS)
+  heldout = result.report["kept"][corpus.HELDOUT_SPLIT]
+  assert heldout > 0
+  assert result.report["kept_total"] - heldout == settings.num_recordings
   assert result.report["skipped_total"] == 0
 
 
@@ -40,8 +42,21 @@ def test_splits_are_by_composition(tiny_demo):
   splits_of = collections.defaultdict(set)
   for split, example in _examples(tiny_demo[0].path):
     splits_of[corpus.load_attributes(example)["composition"]].add(split)
-  assert all(len(s) == 1 for s in splits_of.values())
+  # Held-out-timbre renditions replay test compositions; nothing else is shared.
+  assert all(len(s) == 1 or s == {"test", corpus.HELDOUT_SPLIT}
+             for s in splits_of.values())
   assert len(splits_of) == tiny_demo[1].num_recordings // 2
+
+
+def test_heldout_timbres_never_reach_train_validation_or_test(tiny_demo):
+  soundfonts = collections.Counter()
+  for split, example in _examples(tiny_demo[0].path):
+    a = corpus.load_attributes(example)
+    soundfonts[a["soundfont"]] += 1
+    heldout = (a["soundfont"] == corpus.HELDOUT_SOUNDFONT
+               and set(a["instruments"]) & set(corpus.HELDOUT_INSTRUMENTS))
+    assert bool(heldout) == (split == corpus.HELDOUT_SPLIT), (split, a)
+  assert set(soundfonts) == set(corpus.SOUNDFONTS)
 
 
 def test_attributes_describe_exactly_what_plays(tiny_demo):
@@ -80,7 +95,7 @@ def test_every_source_kind_is_written_from_the_attributes(tiny_demo):
       assert lead.audioset in texts["ASET"]
     for sentence in texts["LF"]:
       assert sentence.endswith(".") and len(sentence.split()) >= 5
-  assert kinds["SF"] == tiny_demo[1].num_recordings
+  assert kinds["SF"] == tiny_demo[0].report["kept_total"]
 
 
 def test_wording_varies_and_heldout_templates_are_unseen():
@@ -109,7 +124,18 @@ def test_plan_is_deterministic_balanced_and_exact():
   settings = corpus.DemoSettings(num_recordings=300)
   tasks = corpus.plan(settings)
   assert tasks == corpus.plan(settings)
-  assert sum(len(t.renditions) for t in tasks) == 300
+  assert sum(r.split != corpus.HELDOUT_SPLIT for t in tasks for r in t.renditions) == 300
+  for task in tasks:
+    for r in task.renditions:
+      low, high = corpus.TEMPO_RANGES[r.tempo_class]
+      assert low <= r.beats_per_minute <= high
+      assert (r.split == corpus.HELDOUT_SPLIT) == corpus.plays_heldout_timbre(
+          r.soundfont, r.ensemble) or r.split == corpus.HELDOUT_SPLIT
+      if r.split != corpus.HELDOUT_SPLIT:
+        assert not corpus.plays_heldout_timbre(r.soundfont, r.ensemble)
+  assert corpus.TEMPO_RANGES["slow"][1] <= 72 and corpus.TEMPO_RANGES["fast"][0] >= 126
+  assert annotations.MOODS == {("slow", "minor"): "sad", ("slow", "major"): "calm",
+                               ("fast", "minor"): "tense", ("fast", "major"): "happy"}
   by_split = collections.defaultdict(set)
   for task in tasks:
     by_split[task.split].add(task.work.collection)
@@ -164,7 +190,8 @@ def test_prepare_is_cached_and_rebuilt_when_settings_change(tiny_demo):
   changed = corpus.prepare(data_dir, dataclasses.replace(settings, num_recordings=4,
                                                          seed=5),
                            name="demo_changed", num_workers=1, verbose=False)
-  assert not changed.cached and changed.report["kept_total"] == 4
+  assert not changed.cached and changed.report["kept_total"] - changed.report[
+      "kept"].get(corpus.HELDOUT_SPLIT, 0) == 4
   assert len(os.listdir(os.path.join(data_dir, "demo_source"))) == 2
 
 

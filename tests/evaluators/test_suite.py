@@ -14,6 +14,7 @@ from sklearn import metrics as sk
 from jplaylist import inference
 from jplaylist.data import builder
 from jplaylist.evaluators import report
+from jplaylist.evaluators import retrieval
 from jplaylist.evaluators import suite
 from jplaylist.evaluators import zero_shot
 from jplaylist.trainers import summary
@@ -34,12 +35,14 @@ def test_suite_results_equal_each_evaluator_run_alone(trained_workdir, tiny_demo
   path = tiny_demo[0].path
   entries = ml_collections.ConfigDict({
       "zs": dict(kind="zero_shot", every=5, split="train", families=("instruments",)),
-      "t2m": dict(kind="text_to_music", every=0, split="train")})
+      "t2m": dict(kind="text_to_music", every=0, split="train",
+                  templates={"k": "{mood} music"})})
   evaluators = suite.build(entries, path, log=lambda _: None)
   assert [e.due(10) for e in evaluators] == [False, True]  # ConfigDict sorts: t2m, zs
   results = suite.run_all(evaluators, model, log=lambda _: None)
   alone = dict(zero_shot.ZeroShotTagging(path, "train", families=("instruments",)).run(model))
-  alone.update(zero_shot.TextToMusic(path, "train").run(model))
+  alone.update(retrieval.TextToMusic(path, "train", templates={"k": "{mood} music"}
+                                     ).run(model))
   assert results == pytest.approx(alone)
 
 

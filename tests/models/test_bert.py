@@ -335,3 +335,30 @@ def test_bfloat16_compute_keeps_float32_params_and_output():
   assert z16.dtype == jnp.float32
   # bfloat16 has ~3 significant digits: close to float32, but not identical.
   assert 0 < np.abs(np.asarray(z16) - z32).max() < 0.05
+
+
+def test_mean_pooling_matches_transformers_masked_mean(minilm, minilm_dir):
+  # sentence-transformers' pooling of all-MiniLM-L6-v2: the PyTorch model's
+  # last hidden state averaged over the attention mask, then our projection.
+  params, _, ids, mask = minilm
+  assert len(set(mask.sum(1))) > 1  # padding differs between rows
+  hf = transformers.BertModel.from_pretrained(minilm_dir).eval()
+  last = _hf_hidden_states(hf, ids, mask)[-1].astype(np.float64)
+  weights = mask.astype(np.float64)[:, :, None]
+  pooled = (last * weights).sum(1) / weights.sum(1)
+  projected = (pooled @ np.asarray(params["projection"]["kernel"], np.float64)
+               + np.asarray(params["projection"]["bias"], np.float64))
+  expected = projected / np.linalg.norm(projected, axis=-1, keepdims=True)
+  z = np.asarray(jax.jit(bert.Model("minilm-l6", pooling="mean").apply)(
+      {"params": params}, ids, mask))
+  np.testing.assert_allclose(z, expected, atol=TOLERANCE)
+  cls = np.asarray(_model_apply("minilm-l6")({"params": params}, ids, mask))
+  assert np.abs(cls - z).max() > 1e-2  # a different pooling, not [CLS] again
+
+
+def test_unknown_pooling_and_train_layers_are_rejected():
+  ids, mask = _random_batch(1, 8, lengths=[8])
+  with pytest.raises(ValueError, match="known: cls, mean"):
+    bert.Model("tiny", pooling="max").init(jax.random.key(0), ids, mask)
+  with pytest.raises(ValueError, match="train_layers=9"):
+    bert.frozen_patterns("tiny", train_layers=9)

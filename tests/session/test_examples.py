@@ -56,8 +56,10 @@ def test_invalid_append_is_a_no_op_and_full_buffer_counts_drops():
   same = history.append_track(jnp.ones(DIM) * 9, ex.LIKE, 5, 1.0, valid=False)
   jax.tree.map(np.testing.assert_array_equal, same, history)
   full = history.append_track(jnp.ones(DIM) * 9, ex.LIKE, 5, 1.0)
-  np.testing.assert_array_equal(full.x, history.x)  # nothing overwritten
-  assert int(full.num_dropped) == 1
+  # The oldest example (slot 0) gives way to the newest.
+  np.testing.assert_array_equal(full.x, [[9.0] * DIM, [2.0] * DIM])
+  np.testing.assert_array_equal(full.step, [5, 1])
+  assert int(full.num_dropped) == 1 and int(full.next_slot) == 1
 
 
 def test_append_under_jit_and_vmap():

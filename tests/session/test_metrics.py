@@ -356,3 +356,15 @@ def test_oracle_per_strategy_and_per_event_curves():
           ((per_strategy["oracle_prob"][s] - served[s]) * mask)[alive, :event + 1].sum(-1).mean())
   assert set(curves) >= {"listen_rate", "oracle_listen_rate", "cumulative_reward", "ndcg@10",
                          "precision@10", "early_skip_rate", "realised_listen_rate"}
+
+
+def test_gain_share_is_a_ratio_of_paired_means():
+  rng = np.random.default_rng(3)
+  reference = rng.uniform(0.3, 0.6, 400)
+  oracle = reference + rng.uniform(0.1, 0.3, 400)
+  strategy = reference + 0.4 * (oracle - reference) + rng.normal(0, 0.02, 400)
+  share, lo, hi = metrics.gain_share(strategy, reference, oracle, 1000, seed=1)
+  assert share == pytest.approx(np.mean(strategy - reference) / np.mean(oracle - reference))
+  assert lo < share < hi and lo > 0.35 and hi < 0.45
+  with pytest.raises(ValueError, match="gain_share"):
+    metrics.gain_share(strategy, reference, oracle[:-1])

@@ -55,7 +55,11 @@ def test_knn_query_handover_and_mix_weight():
   evidence = float(examples.evidence(history))
   assert evidence == 4.0
   lam = float(strategies.handover(history, w, params))
-  np.testing.assert_allclose(lam, 1 / (1 + np.exp(-(evidence - 4.0) / 1.5)), atol=1e-6)
+  # Text + 2 listens positive, 1 skip negative: balanced evidence 2*3*1/4.
+  sig = lambda v: 1 / (1 + np.exp(-v))
+  balance = 2 * 3 * 1 / 4
+  np.testing.assert_allclose(lam, (sig((balance - 4.0) / 1.5) - sig(-4.0 / 1.5))
+                             / (1 - sig(-4.0 / 1.5)), atol=1e-6)
   # One class only: the classifier gets no weight.
   only_positive, _, step = _state(rng, [examples.LISTEN] * 6)
   w_positive = examples.weights(only_positive.history, params.rules, step)

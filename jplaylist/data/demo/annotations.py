@@ -5,9 +5,13 @@ playlist-title phrases (PL) and AudioSet ontology labels (ASET), generated
 from its structured attributes with several templates and synonyms per
 source so that text-side generalisation can be measured.
 
-Templates come in two sets. `annotate` uses the training set; `heldout_queries`
-uses templates that never appear in the corpus, for text-to-music retrieval
-queries whose wording the model has not seen.
+Wording varies by synonyms (instruments, tempo, mode, mood, families) and by
+word order (templates that open with the ensemble, the mood, the key or the
+tempo). Templates come in two sets: `LF_TEMPLATES`/`PL_TEMPLATES` for the
+training split, and `HELDOUT_LF_TEMPLATES`/`HELDOUT_PL_TEMPLATES`, which
+`annotate(..., heldout=True)` uses for the long-form and playlist texts of
+evaluation splits (validation and the test splits) and `heldout_queries` for
+text-to-music queries: a trained model never sees their wording.
 """
 
 from __future__ import annotations
@@ -21,41 +25,44 @@ from jplaylist.data.demo import instruments as instruments_lib
 Attributes = dict[str, Any]
 
 TEMPO_WORDS = {
-    "slow": ("slow", "adagio", "slow tempo", "unhurried", "largo"),
-    "moderate": ("moderate tempo", "andante", "mid-tempo", "medium tempo", "moderato"),
-    "fast": ("fast", "allegro", "up-tempo", "quick", "brisk"),
+    "slow": ("slow", "adagio", "slow tempo", "unhurried", "largo", "lento",
+             "slow-paced"),
+    "fast": ("fast", "allegro", "up-tempo", "quick", "brisk", "presto",
+             "fast-paced"),
 }
 TEMPO_ADJECTIVES = {
-    "slow": ("slow", "unhurried", "leisurely", "stately"),
-    "moderate": ("moderately paced", "walking-pace", "mid-tempo", "flowing"),
-    "fast": ("fast", "lively", "brisk", "quick"),
+    "slow": ("slow", "unhurried", "leisurely", "stately", "slow-moving"),
+    "fast": ("fast", "lively", "brisk", "quick", "rapid"),
 }
-MODE_WORDS = {"major": ("major", "major key"), "minor": ("minor", "minor key")}
+MODE_WORDS = {"major": ("major", "major key", "major-key"),
+              "minor": ("minor", "minor key", "minor-key")}
 
-# Mood follows from tempo and mode, as listeners describe such music.
+# Mood follows from what the rendition is, tempo class and mode, as
+# listeners describe such music:
+#
+#   tempo  mode   mood   words
+#   slow   minor  sad    sad, melancholy, mournful, wistful, sorrowful
+#   slow   major  calm   calm, peaceful, serene, gentle, tranquil
+#   fast   minor  tense  tense, dramatic, restless, urgent, agitated
+#   fast   major  happy  happy, energetic, cheerful, joyful, upbeat
 MOODS = {
     ("slow", "minor"): "sad", ("slow", "major"): "calm",
-    ("moderate", "minor"): "serious", ("moderate", "major"): "warm",
-    ("fast", "minor"): "dramatic", ("fast", "major"): "happy",
+    ("fast", "minor"): "tense", ("fast", "major"): "happy",
 }
 MOOD_WORDS = {
-    "sad": ("sad", "melancholy", "mournful", "wistful"),
-    "calm": ("calm", "peaceful", "gentle", "serene"),
-    "serious": ("serious", "pensive", "brooding", "solemn"),
-    "warm": ("warm", "pleasant", "graceful", "tender"),
-    "dramatic": ("dramatic", "intense", "restless", "urgent"),
-    "happy": ("happy", "cheerful", "joyful", "bright"),
+    "sad": ("sad", "melancholy", "mournful", "wistful", "sorrowful"),
+    "calm": ("calm", "peaceful", "serene", "gentle", "tranquil"),
+    "tense": ("tense", "dramatic", "restless", "urgent", "agitated"),
+    "happy": ("happy", "energetic", "cheerful", "joyful", "upbeat"),
 }
 MOOD_ACTIVITIES = {
     "sad": ("Rainy Days", "Late Nights", "Reflection"),
     "calm": ("Sleep", "Relaxing", "Reading"),
-    "serious": ("Studying", "Deep Focus", "Concentration"),
-    "warm": ("Sunday Morning", "Dinner", "Unwinding"),
-    "dramatic": ("Workouts", "Epic Moments", "Drama"),
+    "tense": ("Workouts", "Epic Moments", "Drama"),
     "happy": ("Good Mornings", "Cooking", "Road Trips"),
 }
-MOOD_AUDIOSET = {"sad": "Sad music", "calm": "Tender music", "warm": "Tender music",
-                 "happy": "Happy music", "dramatic": "Exciting music"}
+MOOD_AUDIOSET = {"sad": "Sad music", "calm": "Tender music",
+                 "happy": "Happy music", "tense": "Exciting music"}
 DANCE_GENRES = ("reel", "jig", "hornpipe", "strathspey", "polka", "waltz",
                 "schottische", "clog", "slide", "fling", "galop", "mazurka",
                 "polonaise", "rag", "set dance")
@@ -71,7 +78,12 @@ STYLE_AUDIOSET = {
 
 
 def mood_of(attributes: Attributes) -> str:
-  return MOODS[(attributes["tempo_class"], attributes["mode"])]
+  """The mood word class of a recording, from its tempo class and mode (MOODS)."""
+  key = (attributes["tempo_class"], attributes["mode"])
+  if key not in MOODS:
+    raise ValueError(f"no mood for tempo_class {key[0]!r} and mode {key[1]!r}; "
+                     f"known: {sorted(MOODS)}")
+  return MOODS[key]
 
 
 def _pick(rng: np.random.Generator, options):
@@ -120,6 +132,7 @@ def _slots(attributes: Attributes, rng: np.random.Generator) -> dict[str, str]:
       "lead": _instrument_word(attributes["lead_instrument"], rng),
       "key": attributes["key"],
       "mode": attributes["mode"],
+      "mode_word": _pick(rng, MODE_WORDS[attributes["mode"]]),
       "metre": attributes["metre"],
       "composer": attributes.get("composer") or "a traditional composer",
       "activity": _pick(rng, MOOD_ACTIVITIES[mood]),
@@ -148,6 +161,10 @@ LF_TEMPLATES: tuple[Template, ...] = (
                   else f"An arrangement of a {s['style']} {s['genre']} for {s['ensemble']}."),
     lambda s, a: f"The {s['lead']} leads this {s['tempo']} {s['genre']} at a {s['tempo_word']} pace.",
     lambda s, a: f"A {s['mood']}, {s['mode']}-key {s['genre']} for {s['ensemble']}, {s['tempo']} throughout.",
+    lambda s, a: f"{_cap(s['tempo'])} and {s['mood']}: {s['ensemble']} in a {s['style']} {s['genre']}.",
+    lambda s, a: f"In {s['key']}, {s['ensemble']} plays a {s['mood']} {s['genre']} at a {s['tempo_word']} pace.",
+    lambda s, a: f"A {s['genre']} in a {s['mode_word']}, {s['tempo']} and {s['mood']}, for {s['ensemble']}.",
+    lambda s, a: f"{_cap(s['style'])} {s['family']} music: a {s['tempo']} {s['genre']} with a {s['mood']} feel.",
 )
 PL_TEMPLATES: tuple[Template, ...] = (
     lambda s, a: _title_case(f"{s['mood']} {s['style']} {s['lead']}"),
@@ -159,6 +176,8 @@ PL_TEMPLATES: tuple[Template, ...] = (
     lambda s, a: _title_case(f"{s['mood']} {s['genre']}s"),
     lambda s, a: _title_case(f"{s['style']} music for {s['activity']}"),
     lambda s, a: _title_case(f"{s['mode']} key {s['lead']}"),
+    lambda s, a: _title_case(f"{s['tempo']} and {s['mood']} {s['style']}"),
+    lambda s, a: _title_case(f"{s['lead']}: {s['mood']} {s['genre']}s"),
 )
 # Never used for the corpus: wording a trained model has not seen.
 HELDOUT_LF_TEMPLATES: tuple[Template, ...] = (
@@ -166,12 +185,17 @@ HELDOUT_LF_TEMPLATES: tuple[Template, ...] = (
     lambda s, a: f"I want to hear {s['ensemble']} playing something {s['mood']} and {s['tempo']}.",
     lambda s, a: f"Something {s['tempo']} in the {s['style']} style where {s['ensemble']} plays a {s['genre']}.",
     lambda s, a: f"Find me a {s['mode']}-key {s['genre']} performed by {s['ensemble']}.",
+    lambda s, a: f"{_cap(s['mood'])} and {s['tempo']}, this {s['genre']} from the {s['style']} tradition features {s['ensemble']}.",
+    lambda s, a: f"A recording of {s['ensemble']}, {s['tempo_word']} and {s['mood']}, in {s['key']}.",
+    lambda s, a: f"Here {s['ensemble']} takes a {s['style']} {s['genre']} at a {s['tempo']} pace; it sounds {s['mood']}.",
 )
 HELDOUT_PL_TEMPLATES: tuple[Template, ...] = (
     lambda s, a: _title_case(f"{s['lead']} vibes"),
     lambda s, a: _title_case(f"a {s['mood']} evening of {s['style']} music"),
     lambda s, a: _title_case(f"{s['style']} mood: {s['mood']}"),
     lambda s, a: _title_case(f"{s['tempo']} {s['lead']} sessions"),
+    lambda s, a: _title_case(f"feeling {s['mood']}: {s['tempo']} {s['family']}"),
+    lambda s, a: _title_case(f"{s['mode_word']} {s['style']} for {s['activity']}"),
 )
 
 
@@ -225,7 +249,8 @@ def audioset_labels(attributes: Attributes) -> list[str]:
 
 def annotate(attributes: Attributes, rng: np.random.Generator, *,
              num_sf: int = 3, num_lf: int = 3, num_pl: int = 2,
-             drop_probability: float = 0.0) -> dict[str, list[str]]:
+             drop_probability: float = 0.0,
+             heldout: bool = False) -> dict[str, list[str]]:
   """Text annotations of a recording by source kind.
 
   Args:
@@ -234,11 +259,14 @@ def annotate(attributes: Attributes, rng: np.random.Generator, *,
     num_sf, num_lf, num_pl: annotations per kind (ASET gets every label).
     drop_probability: chance that each of LF, PL and ASET is left out, as real
       corpora lack some sources for some recordings. SF is always kept.
+    heldout: write LF and PL from the held-out templates (evaluation splits).
   """
+  lf_templates = HELDOUT_LF_TEMPLATES if heldout else LF_TEMPLATES
+  pl_templates = HELDOUT_PL_TEMPLATES if heldout else PL_TEMPLATES
   texts = {
       "SF": list(dict.fromkeys(short_form(attributes, rng) for _ in range(num_sf))),
-      "LF": _from_templates(LF_TEMPLATES, attributes, rng, num_lf),
-      "PL": _from_templates(PL_TEMPLATES, attributes, rng, num_pl),
+      "LF": _from_templates(lf_templates, attributes, rng, num_lf),
+      "PL": _from_templates(pl_templates, attributes, rng, num_pl),
       "ASET": audioset_labels(attributes),
   }
   for source in ("LF", "PL", "ASET"):
