@@ -55,6 +55,13 @@ def model(*, audio_tower: str = "resnet", audio_variant: str = "50",
   config.initial_temperature = initial_temperature
   config.text_dropout = 0.1
   config.train_text_encoder = True
+  # Pool the ResNet only over frames of real audio (from the batch's
+  # audio_mask): short clips are no longer diluted by end padding. This one
+  # changes behaviour against earlier runs; False restores the plain mean.
+  config.pool_valid_frames = True
+  config.audio_pooling = "mean"              # mean | mean_std | mean_max (ResNet)
+  config.text_pooling = "cls"                # cls | mean (over real tokens)
+  config.train_text_layers = -1              # -1: all; k: only the top k layers
   config.specaugment = ml_collections.ConfigDict(dict(
       num_time_masks=2, max_time_width=40, num_freq_masks=2, max_freq_width=8))
   return config
@@ -77,6 +84,8 @@ def optimizer(*, learning_rate: float = 5e-5, warmup_steps: int = 0,
   # (regex on the parameter path, steps): e.g. (("^text/", 1000),) keeps the
   # text tower frozen for its first 1000 steps.
   config.freeze = ()
+  # Learning rate of the text tower ("^text/") relative to the rest.
+  config.text_learning_rate_scale = 1.0
   return config
 
 
@@ -87,6 +96,8 @@ def loss(*, kind: str = "mulan", implementation: str = "gather") -> ml_collectio
   config.temperature_min = 1e-3        # optional clamp of the learned temperature
   config.temperature_max = 1.0
   config.initial_bias = -10.0          # siglip only
+  # Pairs whose texts are identical are not negatives of each other.
+  config.mask_duplicate_texts = False
   return config
 
 

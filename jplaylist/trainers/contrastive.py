@@ -154,10 +154,10 @@ def _put(tree, shardings):
 
 
 def make_loss(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
-  """(za, zt, temperature, bias) -> (loss, metrics) as `config.loss` asks."""
+  """(za, zt, temperature, bias, text_key) -> (loss, metrics) as `config.loss` asks."""
   if config.loss.implementation == "plain":
-    return lambda za, zt, t, b: losses.contrastive_loss(  # noqa: E731
-        za=za, zt=zt, temperature=t, bias=b, kind=config.loss.kind)
+    return lambda za, zt, t, b, key=None: losses.contrastive_loss(  # noqa: E731
+        za=za, zt=zt, temperature=t, bias=b, kind=config.loss.kind, text_key=key)
   return losses.make_sharded_loss(mesh, data_axis=mesh.axis_names[0],
                                   kind=config.loss.kind,
                                   implementation=config.loss.implementation)
@@ -186,10 +186,14 @@ def make_step_functions(config: ml_collections.ConfigDict, model: two_tower.Mode
     specaugment_rng, dropout_rng = jax.random.split(rng)
     mutable = ["batch_stats"] if (train and batch_stats) else False
     outputs = model.apply(
-        variables, batch["audio"], batch["text_ids"], batch["text_mask"], train=train,
+        variables, batch["audio"], batch["text_ids"], batch["text_mask"],
+        batch.get("audio_mask"), train=train,
         rngs={"specaugment": specaugment_rng, "dropout": dropout_rng}, mutable=mutable)
     (za, zt, _), new_state = outputs if mutable else (outputs, {})
-    loss, metrics = compute_loss(za, zt, temperature_of(params), params.get("loss_bias"))
+    text_key = (losses.text_identity_key(batch["text_ids"], batch["text_mask"])
+                if config.loss.get("mask_duplicate_texts", False) else None)
+    loss, metrics = compute_loss(za, zt, temperature_of(params), params.get("loss_bias"),
+                                 text_key)
     return loss, (metrics, new_state.get("batch_stats", batch_stats))
 
   def update(state: TrainState, batch, rng):
@@ -215,10 +219,11 @@ def make_step_functions(config: ml_collections.ConfigDict, model: two_tower.Mode
 
 
 def make_optimizer(config: ml_collections.ConfigDict):
-  """The optimizer and schedule; a fixed text encoder never trains."""
+  """The optimizer and schedule; frozen text-encoder parts never train."""
   return optimizer_lib.make(
-      config.optimizer,
-      frozen=() if config.model.get("train_text_encoder", True) else ("^text/encoder/",))
+      config.optimizer, frozen=two_tower.frozen_patterns(config.model),
+      learning_rate_scales=(("^text/", config.optimizer.get("text_learning_rate_scale",
+                                                            1.0)),))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

@@ -67,10 +67,24 @@ def freeze_until(step_count: int, pattern: str) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def scale_matching(pattern: str, factor: float) -> optax.GradientTransformation:
+  """Multiplies the updates of parameters whose path matches `pattern` by `factor`."""
+  regex = re.compile(pattern)
+
+  def update_fn(updates, state, params=None):
+    del params
+    scaled = jax.tree_util.tree_map_with_path(
+        lambda path, u: u * factor if regex.search(sharding.path_str(path)) else u, updates)
+    return scaled, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
 _FOREVER = 2**31 - 1
 
 
-def make(config: ml_collections.ConfigDict, *, frozen: tuple[str, ...] = ()
+def make(config: ml_collections.ConfigDict, *, frozen: tuple[str, ...] = (),
+         learning_rate_scales: tuple[tuple[str, float], ...] = ()
          ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer of `config.optimizer` and its learning-rate schedule.
 
@@ -81,6 +95,8 @@ def make(config: ml_collections.ConfigDict, *, frozen: tuple[str, ...] = ()
   Args:
     config: the optimizer config.
     frozen: path patterns of parameters that never train.
+    learning_rate_scales: (pattern, factor) pairs: the matching parameters'
+      updates (Adam step and weight decay alike) are multiplied by factor.
   """
   schedule = learning_rate_schedule(config)
   freeze = [(pattern, int(steps)) for pattern, steps in config.get("freeze", ()) or ()]
@@ -92,6 +108,11 @@ def make(config: ml_collections.ConfigDict, *, frozen: tuple[str, ...] = ()
     chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
   chain.append(optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
                            weight_decay=config.weight_decay, mask=decay_mask))
+  for pattern, factor in learning_rate_scales:
+    if factor < 0:
+      raise ValueError(f"learning-rate scale {factor} for {pattern!r} must be >= 0")
+    if factor != 1.0:
+      chain.append(scale_matching(pattern, float(factor)))
   chain += [freeze_until(steps, pattern) for pattern, steps in freeze]
   optimizer = optax.chain(*chain)
   if config.get("accumulation_steps", 1) > 1:

@@ -76,3 +76,21 @@ def test_gradient_accumulation_equals_one_step_on_the_mean_gradient():
   expected, _ = single.update(mean, single.init(params), params)
   for got, want in zip(jax.tree_util.tree_leaves(u2), jax.tree_util.tree_leaves(expected)):
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_text_learning_rate_scale_scales_only_text_updates():
+  config = common.optimizer(learning_rate=0.1, weight_decay=0.5)
+  params = _params()
+  grads = jax.tree_util.tree_map(lambda p: 0.3 * jnp.ones_like(p), params)
+  plain, _ = optimizer_lib.make(config)
+  scaled, _ = optimizer_lib.make(config, learning_rate_scales=(("^text/", 0.1),))
+  reference, _ = plain.update(grads, plain.init(params), params)
+  updates, _ = scaled.update(grads, scaled.init(params), params)
+  # Adam step and weight decay alike: text updates x0.1, the rest unchanged.
+  np.testing.assert_allclose(updates["text"]["encoder"]["kernel"],
+                             0.1 * np.asarray(reference["text"]["encoder"]["kernel"]), rtol=1e-6)
+  np.testing.assert_allclose(updates["audio"]["kernel"], reference["audio"]["kernel"])
+  np.testing.assert_allclose(updates["temperature_raw"], reference["temperature_raw"])
+  assert np.all(np.asarray(reference["text"]["encoder"]["kernel"]) != 0)
+  with np.testing.assert_raises(ValueError):
+    optimizer_lib.make(config, learning_rate_scales=(("^text/", -1.0),))
