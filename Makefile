@@ -27,8 +27,8 @@ demo: $(STAMP)
 	$(PY) -m launch.prepare_data --dataset=demo --data_dir=$(DATA_DIR)
 	$(PY) -m launch.train --config=configs/demo.py --workdir=$(WORKDIR) \
 	    --config.input.data_dir=$(DATA_DIR)
-	$(PY) -m launch.evaluate --workdir=$(WORKDIR) --data_dir=$(DATA_DIR) --split=test
-	$(PY) -m launch.evaluate --workdir=$(WORKDIR) --data_dir=$(DATA_DIR) --split=test_heldout_timbre
+	$(PY) -m launch.evaluate --workdir=$(WORKDIR) --data_dir=$(DATA_DIR) \
+	    --split=test,test_heldout_timbre
 	$(PY) -m launch.embed --workdir=$(WORKDIR) --dataset=$(DATA_DIR)/music_text/demo/1.0.0 \
 	    --split=train,validation,test --output=$(WORKDIR)/library.npz
 	$(PY) -m launch.simulate --config=configs/session_study.py:library=demo \

@@ -120,7 +120,10 @@ def _sklearn_loop(world, plan, results, num_sessions, params):
   text = np.asarray(world.prototypes.text, np.float64)
   switch_text = np.asarray(plan.switch & plan.text_request)
   prototype = np.asarray(plan.prototype)
-  tastes = np.asarray(plan.taste, np.float64)
+  # Every session starts from the background model of the listener's earlier
+  # sessions (jplaylist/session/background.py), recomputed here in numpy.
+  history_track, history_kind = np.asarray(plan.history_track), np.asarray(plan.history_kind)
+  reject_weight = float(study.StudySpec(strategies=()).background_reject_weight)
   served, served_kind = results["track"][0], results["kind"][0]
   num_events = served.shape[1]
   unit = lambda v: v / max(np.linalg.norm(v), 1e-12)
@@ -133,7 +136,12 @@ def _sklearn_loop(world, plan, results, num_sessions, params):
   start = time.perf_counter()
   for b in range(num_sessions):
     xs, labels, kinds, steps = [], [], [], []
-    taste = tastes[b].copy()
+    observed = history_kind[b].ravel()
+    pull = np.where((observed == examples.LISTEN) | (observed == examples.LIKE), 1.0,
+                    np.where((observed == examples.SKIP) | (observed == examples.DISLIKE),
+                             -reject_weight, 0.0))
+    taste = pull @ lib[history_track[b].ravel()]
+    taste = unit(taste) if np.linalg.norm(taste) >= 1e-6 else np.zeros_like(taste)
     played = np.zeros(lib.shape[0], bool)
     last_fit = None
     for e in range(num_events):
@@ -182,7 +190,7 @@ def _sklearn_loop(world, plan, results, num_sessions, params):
       steps.append(e)
       step = (taste_rate if kind in (examples.LISTEN, examples.LIKE) else 0.0) - (
           reject_rate if kind in (examples.SKIP, examples.DISLIKE) else 0.0)
-      taste = unit(taste + step * lib[track])
+      taste = np.linalg.norm(taste) * unit(unit(taste) + step * lib[track])  # norm kept
       played[track] = True
     last_fits.append(last_fit)
   return time.perf_counter() - start, agree, num_sessions * num_events, last_fits

@@ -60,6 +60,7 @@ def model(*, audio_tower: str = "resnet", audio_variant: str = "50",
   # changes behaviour against earlier runs; False restores the plain mean.
   config.pool_valid_frames = True
   config.audio_pooling = "mean"              # mean | mean_std | mean_max (ResNet)
+  config.audio_onset_channel = False         # ResNet: spectral flux as a 2nd input channel
   config.text_pooling = "cls"                # cls | mean (over real tokens)
   config.train_text_layers = -1              # -1: all; k: only the top k layers
   config.specaugment = ml_collections.ConfigDict(dict(

@@ -10,8 +10,14 @@ r"""A session simulation study: strategies compared over thousands of simulated 
 reads a library index written by `launch.embed` and embeds the listeners'
 text requests ("switch to fast bowed strings") with the model's text tower.
 The simulator is calibrated so that a shuffled playlist is skipped as often as
-on real services (24% early, 47.5% before the end). `sweep` entries run the
-adaptive strategy at several hyper-parameter values in the same compiled call.
+on real services (24% early, 47.5% before the end), under each listener model
+of `listener_models` in turn. The protocol (`jplaylist/session/protocol.py`):
+every learner's grid `sweep.<strategy>` (field -> values, crossed; only fields
+the strategy reads) runs in one compiled call on `num_tuning_sessions`
+sessions of tuning listeners; the variant with the best mean listen rate is
+reported, with the baselines and adaptive's `ablations`, on `num_sessions`
+sessions of other listeners. A grid is changed from the command line, e.g.
+`--config.sweep.linucb.ucb_alpha="(0.0,0.5)"`.
 """
 
 import ml_collections
@@ -43,24 +49,50 @@ def get_config(arg: str | None = None):
   config.sim = ml_collections.ConfigDict(dict(
       num_events=50, bag_size=6, active_per_session=3, playlist_length=100,
       seeding="seed_neighbours", switch_probability=0.04, text_probability=0.5))
+  # Earlier sessions of each listener, served the seeded playlist in order;
+  # the background model every learner starts from is learned from them.
+  config.sim.history_sessions = 4
+  # The listener (jplaylist/session/listeners.py): "embedding" (linear in the
+  # embedding the learners use), "attributes" (preferences over ground-truth
+  # attributes, never the embedding) or "mixture" (the best of the bag's
+  # prototypes, not their average); popularity and fatigue add to any model.
+  config.sim.listener_model = "embedding"
+  config.sim.mixture_sharpness = 0.0      # "mixture": 0 = hard max over the bag
+  config.sim.popularity_weight = 0.0      # logit per std of log popularity
+  config.sim.fatigue_weight = 0.0         # logit per recent served track of the same group
+  config.sim.fatigue_decay = 0.8          # fatigue count kept per served track
   config.calibrate = True                 # fit the skip rates of a shuffle
   config.early_skip_rate = 0.24
   config.skip_before_end_rate = 0.475
 
-  # The study.
-  config.num_sessions = 2000
+  # Listener models run in turn, each world recalibrated (SimConfig.listener_model).
+  config.listener_models = ("embedding", "mixture")
+
+  # The study: tuned on some listeners, reported on others.
+  config.num_tuning_sessions = 1000       # sessions of tuning listeners (0: no tuning)
+  config.num_sessions = 2000              # sessions of held-out listeners
   config.candidates = "playlist"          # re-sort the playlist, or "library"
-  config.strategies = ("adaptive", "adaptive_mlp", "knn", "linucb", "thompson", "popularity",
-                       "initial", "shuffle", "oracle")
+  config.strategies = ("adaptive", "adaptive_mlp", "knn", "knn_examples", "linucb", "thompson",
+                       "popularity", "initial", "shuffle", "oracle")
   config.baseline = "initial"             # paired differences against it
   config.ranking_metrics = True           # nDCG@10 / P@10 of the remainder, every event
   config.sessions_per_chunk = 500
-  # Adaptive-strategy variants run in the same call: name -> overrides of
-  # jplaylist.session.learners.StrategyParams / examples.WeightRules fields.
-  config.sweep = ml_collections.ConfigDict({
-      "equal_weights": dict(text_weight=1.0),
-      "no_recency": dict(recency_decay=1.0),
-  })
+  # Grids swept on tuning listeners, one compiled call per strategy: field ->
+  # values, crossed (jplaylist.session.strategies.StrategyParams and
+  # examples.WeightRules fields the strategy reads). adaptive_mlp starts from
+  # adaptive's choice: its grid decides the model by session length (1e9:
+  # never the MLP).
+  config.sweep = ml_collections.ConfigDict(dict(
+      adaptive=dict(handover_at=(2.0, 6.0), mix_weight=(0.25, 0.5),
+                    recency_decay=(0.85, 1.0)),
+      adaptive_mlp=dict(mlp_after=(4.0, 12.0, 1e9)),
+      knn=dict(knn_negative=(0.0, 0.5, 1.0)),
+      knn_examples=dict(knn_k=(1.0, 5.0), knn_negative=(0.5, 1.0)),
+      linucb=dict(ucb_alpha=(0.0, 0.1, 0.5)),
+      thompson=dict(thompson_scale=(0.1, 0.3, 1.0)),
+  ))
+  # Held-out ablations of adaptive's chosen setting (protocol.ABLATIONS).
+  config.ablations = ("no_refit", "equal_weights", "no_recency", "no_cold_start", "no_fusion")
   config.num_resamples = 2000             # bootstrap resamples for the CIs
 
   if args["library"] == "demo":
@@ -70,7 +102,9 @@ def get_config(arg: str | None = None):
     config.sim.playlist_length = 60
     config.sim.num_events = 30
     config.sim.bag_size = 4
-    config.num_sessions = 2000
+    # Two listener models x (tuning + held out) in about the time one study took.
+    config.num_tuning_sessions = 500
+    config.num_sessions = 1500
   if runlocal and args["library"] == "demo":  # a handful of recordings
     config.library.prototypes = "kmeans"
     config.library.num_prototypes = 3
@@ -87,6 +121,10 @@ def get_config(arg: str | None = None):
     config.sim.bag_size = 3
     config.sim.active_per_session = 2
     config.num_sessions = 16
+    config.num_tuning_sessions = 16
+    config.listener_models = ("embedding",)
+    config.sweep.adaptive = dict(handover_at=(2.0, 4.0))
+    config.sweep.knn = dict(knn_negative=(0.0, 0.5))
     config.sessions_per_chunk = 8
     config.num_resamples = 100
   return config

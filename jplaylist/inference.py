@@ -10,8 +10,12 @@ embedded, and the recording's embedding is the L2-normalised mean of its
 windows' embeddings, as the patent does for 29-s clips. A final partial window
 is kept (zero-padded) when it holds at least `min_last_window` of a window, so
 a 29-s clip uses three windows and a 21-s one two; recordings shorter than one
-window are zero-padded. Calls are batched into fixed shapes, so a model
-compiles once per shape bucket however many items a call holds.
+window are zero-padded. A model trained with `model.pool_valid_frames=True`
+pools only over frames of real audio, given the pipeline's `audio_mask`; here
+each padded window gets the same mask (False on its padding), so a short clip
+is embedded as training saw it, not diluted by silence. Calls are batched
+into fixed shapes, so a model compiles once per shape bucket however many
+items a call holds.
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ class Model:
     self.sample_rate = preset.sample_rate
     self.window_samples = int(round(config.input.window_seconds * preset.sample_rate))
     self.max_text_length = int(config.input.max_text_length)
+    # Configs from before the option trained on a plain mean: no mask for them.
+    self.pool_valid_frames = bool(config.model.get("pool_valid_frames", False))
 
   def set_variables(self, variables) -> None:
     """Swaps in other parameters of the same model (compiled functions are kept)."""
@@ -67,6 +73,9 @@ class Model:
 
   @functools.cached_property
   def _audio_fn(self):
+    if self.pool_valid_frames:
+      return jax.jit(lambda v, a, m: self.model.apply(v, a, m,
+                                                      method=self.model.embed_audio))
     return jax.jit(lambda v, a: self.model.apply(v, a, method=self.model.embed_audio))
 
   @functools.cached_property
@@ -75,15 +84,22 @@ class Model:
 
   def windows(self, waveform: np.ndarray) -> np.ndarray:
     """[num_windows, window_samples] float32 windows of one recording (model rate)."""
+    return self.windows_and_masks(waveform)[0]
+
+  def windows_and_masks(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(windows [num_windows, window_samples] float32, masks of the same shape,
+    bool, False on zero padding) of one recording at the model's rate."""
     w = self.window_samples
     full, rest = divmod(len(waveform), w)
     keep_rest = rest and (full == 0 or rest >= self.min_last_window * w)
     count = full + (1 if keep_rest else 0)
     out = np.zeros((count, w), np.float32)
+    mask = np.zeros((count, w), bool)
     for i in range(count):
       piece = waveform[i * w:(i + 1) * w]
       out[i, :len(piece)] = piece
-    return out
+      mask[i, :len(piece)] = True
+    return out, mask
 
   def embed_audio(self, waveforms: Sequence[np.ndarray] | np.ndarray,
                   sample_rate: int) -> np.ndarray:
@@ -97,7 +113,7 @@ class Model:
     Returns:
       [N, embed_dim] float32, L2-normalised.
     """
-    per_recording = []
+    per_recording, per_recording_masks = [], []
     for index, waveform in enumerate(waveforms):
       waveform = np.asarray(waveform, np.float32)
       if waveform.ndim != 1 or not len(waveform):
@@ -108,11 +124,19 @@ class Model:
       if sample_rate != self.sample_rate:
         waveform = soxr.resample(waveform, sample_rate, self.sample_rate,
                                  quality="HQ").astype(np.float32)
-      per_recording.append(self.windows(waveform))
+      windows, masks = self.windows_and_masks(waveform)
+      per_recording.append(windows)
+      per_recording_masks.append(masks)
     if not per_recording:
       return np.zeros((0, self.model.embed_dim), np.float32)
     windows = np.concatenate(per_recording)
-    embedded = self._batched(lambda chunk: self._audio_fn(self.variables, chunk), windows)
+    if self.pool_valid_frames:
+      # Padding rows of the last batch get an all-False mask: pooling then
+      # falls back to a plain mean for them, and they are trimmed anyway.
+      embedded = self._batched(lambda chunk: self._audio_fn(self.variables, *chunk),
+                               (windows, np.concatenate(per_recording_masks)))
+    else:
+      embedded = self._batched(lambda chunk: self._audio_fn(self.variables, chunk), windows)
     counts = [len(w) for w in per_recording]
     means = np.stack([seg.mean(axis=0) for seg in np.split(embedded, np.cumsum(counts)[:-1])])
     return np.asarray(resnet_lib.l2_normalize(jnp.asarray(means)))

@@ -10,12 +10,33 @@ are replicated.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> bool:
+  """Joins a multi-process run when a coordinator is given (flag or environment).
+
+  Arguments left None fall back to JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES
+  and JAX_PROCESS_ID. On CPU hosts cross-process collectives go through gloo
+  (no effect on GPU/TPU). Returns whether jax.distributed was initialised.
+  """
+  coordinator = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if not coordinator:
+    return False
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(
+      coordinator_address=coordinator,
+      num_processes=num_processes or int(os.environ["JAX_NUM_PROCESSES"]),
+      process_id=(process_id if process_id is not None else int(os.environ["JAX_PROCESS_ID"])))
+  return True
 
 
 def make_mesh(axes: Sequence[tuple[str, int]] = (("data", -1),),

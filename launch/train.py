@@ -21,6 +21,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from jplaylist import sharding
 from jplaylist.trainers import contrastive
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -37,15 +38,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
-  coordinator = _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS")
-  if coordinator:
-    # Cross-process collectives on CPU hosts (no effect on GPU/TPU).
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=coordinator,
-        num_processes=_NUM_PROCESSES.value or int(os.environ["JAX_NUM_PROCESSES"]),
-        process_id=(_PROCESS_ID.value if _PROCESS_ID.value is not None
-                    else int(os.environ["JAX_PROCESS_ID"])))
+  sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   # Surface accidental host<->device copies inside the training loop.
   jax.config.update("jax_transfer_guard", "log")
   result = contrastive.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

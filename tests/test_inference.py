@@ -41,16 +41,47 @@ def test_windows_follow_the_documented_rule(model):
   assert short[0, :3 * RATE].all() and not short[0, 3 * RATE:].any()
 
 
+def _direct(model, windows, masks=None):
+  """The model's own embed_audio on whole windows (the training path)."""
+  return np.asarray(jax.jit(lambda v, a, m: model.model.apply(
+      v, a, m, method=model.model.embed_audio))(model.variables, windows, masks))
+
+
 def test_long_recordings_average_their_window_embeddings(model):
   recording = _tone(25.0)
   got = model.embed_audio([recording], RATE)
-  windows = model.windows(recording)
-  direct = np.asarray(jax.jit(lambda v, a: model.model.apply(
-      v, a, method=model.model.embed_audio))(model.variables, windows))
+  windows, masks = model.windows_and_masks(recording)
+  # The last window holds 5 s of audio and 5 s of padding, masked as in training.
+  assert masks[:2].all() and masks[2, :5 * RATE].all() and not masks[2, 5 * RATE:].any()
+  assert model.pool_valid_frames  # the demo config pools over valid frames
+  direct = _direct(model, windows, masks)
   expected = direct.mean(axis=0)
   expected /= np.linalg.norm(expected)
   np.testing.assert_allclose(got[0], expected, atol=1e-5)
   assert got.shape == (1, 128) and got.dtype == np.float32
+
+
+def test_short_clips_pool_over_their_valid_frames_as_in_training(model, workdir):
+  short = _tone(3.0, freq=330.0)
+  alone = model.embed_audio([short], RATE)[0]
+  # Alone or among longer recordings in one call: the same embedding.
+  among = model.embed_audio([_tone(25.0), short, _tone(12.0, freq=550.0)], RATE)[1]
+  np.testing.assert_allclose(alone, among, atol=1e-5)
+  window = np.zeros((1, model.window_samples), np.float32)
+  window[0, :len(short)] = short
+  mask = np.zeros_like(window, bool)
+  mask[0, :len(short)] = True
+  masked = _direct(model, window, mask)[0]
+  np.testing.assert_allclose(alone, masked, atol=1e-5)
+  # The padding, unmasked, would enter the mean: 70% silence changes the embedding.
+  unmasked = _direct(model, window)[0]
+  assert np.max(np.abs(masked - unmasked)) > 1e-3
+  # A model whose config does not pool over valid frames embeds the padded window.
+  config = model.config.copy_and_resolve_references()
+  config.model.pool_valid_frames = False
+  plain = inference.Model(config, model.variables, batch_size=4)
+  assert not plain.pool_valid_frames
+  np.testing.assert_allclose(plain.embed_audio([short], RATE)[0], unmasked, atol=1e-5)
 
 
 def test_any_sample_rate_is_resampled(model):

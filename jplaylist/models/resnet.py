@@ -13,6 +13,12 @@ Given a frame mask (which log-mel frames hold real audio, from the pipeline's
 steps only, so end padding does not dilute short clips; `pooling` can add a
 statistics branch (std or max over time) to the pooled features.
 
+`onset_channel` (off by default, not in the patent) feeds the trunk a second
+input channel beside the log-mel: its half-wave rectified difference over
+time (per-band spectral flux, `onset_features`), where note onsets stand out,
+so the rate of onsets (tempo) is one convolution away rather than learned
+from level changes.
+
 BatchNorm keeps running statistics in the `batch_stats` collection. Under
 `jax.jit` with the batch sharded over a mesh, the batch statistics are
 computed over the global batch (the compiler inserts the cross-device
@@ -109,12 +115,30 @@ class BottleneckBlock(nn.Module):
     return nn.relu(residual + y)
 
 
+def onset_features(log_mel: jax.Array) -> jax.Array:
+  """Per-band spectral flux: max(x[t] - x[t - 1], 0) over frames, 0 at t = 0.
+
+  Args:
+    log_mel: [..., frames, mels].
+
+  Returns:
+    [..., frames, mels], the same dtype.
+  """
+  rise = jnp.diff(log_mel, axis=-2)
+  zeros = jnp.zeros_like(log_mel[..., :1, :])
+  return jnp.concatenate([zeros, jnp.maximum(rise, 0)], axis=-2)
+
+
 class ResNetTrunk(nn.Module):
-  """The convolutional trunk: [B, frames, mels] -> [B, frames', mels', C]."""
+  """The convolutional trunk: [B, frames, mels] -> [B, frames', mels', C].
+
+  onset_channel: a second input channel of `onset_features(log_mel)`.
+  """
 
   variant: str = "50"
   axis_name: str | None = None
   bn_momentum: float = 0.9
+  onset_channel: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -124,6 +148,8 @@ class ResNetTrunk(nn.Module):
         use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
         dtype=self.dtype, axis_name=self.axis_name if train else None, **kw)
     x = log_mel[..., None].astype(self.dtype)
+    if self.onset_channel:
+      x = jnp.concatenate([x, onset_features(log_mel)[..., None].astype(self.dtype)], -1)
     k = spec.stem_kernel
     # The patent's change: stride 1 (not 2) in the first convolution.
     x = nn.Conv(spec.width, (k, k), (1, 1), padding=[(k // 2, k // 2)] * 2,
@@ -148,6 +174,7 @@ class Model(nn.Module):
     axis_name: mesh axis for BatchNorm statistics under shard_map.
     pooling: "mean" (the patent's), "mean_std" or "mean_max" over time (see
       `jplaylist.models.pooling`); the latter two double the projection's input.
+    onset_channel: feed the trunk `onset_features` as a second channel.
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
   """
 
@@ -155,6 +182,7 @@ class Model(nn.Module):
   embed_dim: int = 128
   axis_name: str | None = None
   pooling: str = "mean"
+  onset_channel: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -171,8 +199,8 @@ class Model(nn.Module):
     Returns:
       [B, embed_dim] float32, unit norm.
     """
-    features = ResNetTrunk(self.variant, self.axis_name, dtype=self.dtype,
-                           name="trunk")(log_mel, train=train)
+    features = ResNetTrunk(self.variant, self.axis_name, onset_channel=self.onset_channel,
+                           dtype=self.dtype, name="trunk")(log_mel, train=train)
     weights = None
     if frame_mask is not None:
       if frame_mask.shape != log_mel.shape[:2]:

@@ -65,6 +65,8 @@ class Model(nn.Module):
     pool_valid_frames: given an `audio_mask`, the ResNet pools only over
       frames of real audio (AST reads its [CLS] token and ignores the mask).
     audio_pooling: the ResNet's pooling, "mean", "mean_std" or "mean_max".
+    audio_onset_channel: the ResNet also reads the log-mel's per-band spectral
+      flux as a second input channel (`resnet.onset_features`).
     text_pooling: "cls" or "mean" (over real tokens).
     train_text_layers: -1 trains the whole text encoder (when
       train_text_encoder); k trains only its top k layers.
@@ -82,6 +84,7 @@ class Model(nn.Module):
   specaugment: frontend_lib.SpecAugment | None = frontend_lib.SpecAugment()
   pool_valid_frames: bool = True
   audio_pooling: str = "mean"
+  audio_onset_channel: bool = False
   text_pooling: str = "cls"
   train_text_layers: int = -1
   dtype: Any = jnp.float32
@@ -91,13 +94,15 @@ class Model(nn.Module):
     if self.audio_tower == "resnet":
       self.audio = resnet_lib.Model(variant=self.audio_variant,
                                     embed_dim=self.embed_dim, pooling=self.audio_pooling,
+                                    onset_channel=self.audio_onset_channel,
                                     dtype=self.dtype)
     elif self.audio_tower == "ast":
       if config.num_frames is None:
         raise ValueError("the AST tower needs a frontend with fixed num_frames")
-      if self.audio_pooling != "mean":
-        raise ValueError(f"audio_pooling={self.audio_pooling!r} is a ResNet option; "
-                         "the AST tower reads its [CLS] token")
+      if self.audio_pooling != "mean" or self.audio_onset_channel:
+        raise ValueError(f"audio_pooling={self.audio_pooling!r}, audio_onset_channel="
+                         f"{self.audio_onset_channel} are ResNet options; the AST tower "
+                         "reads its [CLS] token over log-mel patches")
       self.audio = ast_lib.Model(variant=self.audio_variant, embed_dim=self.embed_dim,
                                  num_mel_bins=config.num_mels,
                                  num_frames=config.num_frames, dtype=self.dtype)

@@ -1,9 +1,8 @@
-"""Plots and a markdown report of the adaptive-playlisting study.
+"""A markdown report of the adaptive-playlisting study.
 
-Takes what `jplaylist.session.metrics` computes: `per_event_curves` ->
-`plot_curves`, `adaptation_curves` -> `plot_adaptation`, `summarize` ->
-`write_markdown`. Plots are PNG files drawn with matplotlib's Agg backend, so
-no display is needed.
+Takes what `jplaylist.session.metrics` computes: `summarize` ->
+`write_markdown`. The plots (`plot_curves`, `plot_adaptation`, `plot_heldout`)
+are drawn by `jplaylist.session.plots`; the first two are re-exported here.
 """
 
 from __future__ import annotations
@@ -12,117 +11,9 @@ import math
 import os
 from typing import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-_TITLES = {
-    "skip_rate": "skip rate", "early_skip_rate": "early-skip rate",
-    "listen_rate": "expected listen rate", "oracle_listen_rate": "oracle listen rate",
-    "realised_listen_rate": "realised listen rate", "cumulative_reward": "cumulative reward",
-    "cumulative_regret": "cumulative regret vs oracle",
-}
-
-
-def _names(num_strategies: int, strategy_names: Sequence[str] | None) -> list[str]:
-  if strategy_names is None:
-    return [f"strategy {s}" for s in range(num_strategies)]
-  if len(strategy_names) != num_strategies:
-    raise ValueError(f"{len(strategy_names)} strategy_names for {num_strategies} strategies")
-  return list(strategy_names)
-
-
-def _save(figure, path: str) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  figure.savefig(path, dpi=110, bbox_inches="tight")
-  plt.close(figure)
-  return path
-
-
-def plot_curves(per_event_curves: Mapping[str, np.ndarray], path: str,
-                strategy_names: Sequence[str] | None = None,
-                metrics: Sequence[str] | None = None) -> str:
-  """One panel per metric: its mean over sessions at each event, one line per strategy.
-
-  Args:
-    per_event_curves: name -> [S, E], from `metrics.per_event_curves`.
-    path: PNG file to write.
-    strategy_names: S names (default "strategy s").
-    metrics: which curves, in order (default all; the oracle's listen rate is
-      drawn dashed in the listen-rate panel rather than on its own).
-
-  Returns:
-    path.
-  """
-  curves = {name: np.asarray(values, np.float64) for name, values in per_event_curves.items()}
-  if metrics is None:
-    metrics = [name for name in curves
-               if not (name == "oracle_listen_rate" and "listen_rate" in curves)]
-  if not metrics:
-    raise ValueError("plot_curves: no curves to plot")
-  num_strategies, num_events = curves[metrics[0]].shape
-  names = _names(num_strategies, strategy_names)
-  columns = min(3, len(metrics))
-  rows = math.ceil(len(metrics) / columns)
-  figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.1 * rows), squeeze=False)
-  events = np.arange(num_events)
-  for axis, name in zip(axes.ravel(), metrics):
-    for s, label in enumerate(names):
-      axis.plot(events, curves[name][s], label=label, color=f"C{s}")
-    if name == "listen_rate" and "oracle_listen_rate" in curves:
-      for s in range(num_strategies):
-        axis.plot(events, curves["oracle_listen_rate"][s], color=f"C{s}", linestyle="--",
-                  linewidth=0.8, label="oracle" if s == 0 else None)
-    axis.set_title(_TITLES.get(name, name))
-    axis.set_xlabel("event")
-    axis.grid(alpha=0.3)
-  for axis in axes.ravel()[len(metrics):]:
-    axis.axis("off")
-  axes.ravel()[0].legend(fontsize="small")
-  figure.tight_layout()
-  return _save(figure, path)
-
-
-def plot_adaptation(adaptation_curves: Mapping, path: str,
-                    strategy_names: Sequence[str] | None = None) -> str:
-  """Adaptation after mood switches, with and without a text request.
-
-  Two rows (with text / without), two panels each: the served listen rate as a
-  fraction of the oracle's at each offset after the switch (with the recovery
-  threshold dashed), and the probability of a first listen by that offset.
-
-  Args:
-    adaptation_curves: from `metrics.adaptation_curves`.
-    path: PNG file to write.
-    strategy_names: S names.
-
-  Returns:
-    path.
-  """
-  offsets = np.asarray(adaptation_curves["offsets"])
-  figure, axes = plt.subplots(2, 2, figsize=(10, 6.4), squeeze=False)
-  for row, (group, title) in enumerate((("text", "switch with a text request"),
-                                        ("no_text", "switch without text"))):
-    curves = adaptation_curves[group]
-    ratio = np.asarray(curves["ratio"], np.float64)
-    names = _names(ratio.shape[0], strategy_names)
-    for s, label in enumerate(names):
-      axes[row, 0].plot(offsets, ratio[s], marker=".", label=label, color=f"C{s}")
-      axes[row, 1].plot(offsets, np.asarray(curves["listened_by"], np.float64)[s], marker=".",
-                        label=label, color=f"C{s}")
-    axes[row, 0].axhline(adaptation_curves.get("recovery_fraction", 0.9), color="grey",
-                         linestyle="--", linewidth=0.8)
-    count = curves.get("num_switches", "?")
-    axes[row, 0].set_title(f"listen rate / oracle's: {title} ({count} switches)")
-    axes[row, 1].set_title(f"P(first listen by offset): {title}")
-    for axis in axes[row]:
-      axis.set_xlabel("events since the switch")
-      axis.grid(alpha=0.3)
-  axes[0, 0].legend(fontsize="small")
-  figure.tight_layout()
-  return _save(figure, path)
+# The plots live in `jplaylist.session.plots`; re-exported so callers keep working.
+from jplaylist.session.plots import plot_adaptation  # pylint: disable=unused-import
+from jplaylist.session.plots import plot_curves  # pylint: disable=unused-import
 
 
 def _format(value: float | None) -> str:
@@ -144,6 +35,65 @@ def _interval(mean, lo, hi, signed: bool = False) -> str:
   return f"{text} [{_format(lo)}, {_format(hi)}]"
 
 
+def summary_lines(summary: Mapping, heading: str = "##") -> list[str]:
+  """Markdown tables of a `metrics.summarize` result: means, differences, metric notes.
+
+  Args:
+    summary: from `metrics.summarize`.
+    heading: markdown heading prefix of the tables' titles.
+  """
+  strategies = list(summary["strategies"])
+  baseline = summary.get("baseline")
+  level = f"{summary.get('confidence', 0.95):.0%}"
+  header = "| metric | " + " | ".join(strategies) + " |"
+  rule = "|---|" + "---|" * len(strategies)
+  lines = [f"{heading} Means [{level} CI]", "", header, rule]
+  for name, metric in summary["metrics"].items():
+    cells = [_interval(metric["strategies"][s]["mean"], metric["strategies"][s]["lo"],
+                       metric["strategies"][s]["hi"]) for s in strategies]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  others = [s for s in strategies if s != baseline]
+  if baseline is not None and others:
+    lines += ["", f"{heading} Difference vs {baseline} (paired, [{level} CI])", "",
+              "`*`: the CI excludes 0.", "",
+              "| metric | " + " | ".join(others) + " |", "|---|" + "---|" * len(others)]
+    for name, metric in summary["metrics"].items():
+      better = {True: " (higher better)", False: " (lower better)"}.get(
+          metric.get("higher_is_better"), "")
+      cells = []
+      for s in others:
+        entry = metric["strategies"][s]
+        cells.append(_interval(entry["diff"], entry["diff_lo"], entry["diff_hi"], signed=True)
+                     + _star(entry["diff_lo"], entry["diff_hi"]))
+      lines.append(f"| {name}{better} | " + " | ".join(cells) + " |")
+  lines += ["", f"{heading} Metrics", ""]
+  lines += [f"- **{name}**: {metric['description']}" for name, metric in summary["metrics"].items()]
+  return lines
+
+
+def _star(lo, hi) -> str:
+  """" *" where a CI excludes 0."""
+  return " *" if lo is not None and hi is not None and (lo > 0 or hi < 0) else ""
+
+
+def _plot_lines(plots: Mapping[str, str] | Sequence[str], path: str, heading: str) -> list[str]:
+  items = plots.items() if isinstance(plots, Mapping) else (
+      (os.path.splitext(os.path.basename(p))[0], p) for p in plots)
+  directory = os.path.dirname(os.path.abspath(path))
+  lines = []
+  for title, plot in items:
+    relative = os.path.relpath(os.path.abspath(plot), directory)
+    lines += [f"{heading} {title}", "", f"![{title}]({relative})", ""]
+  return lines
+
+
+def _write(lines: Sequence[str], path: str) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    f.write("\n".join(lines).rstrip() + "\n")
+  return path
+
+
 def write_markdown(summary: Mapping, plots: Mapping[str, str] | Sequence[str], path: str) -> str:
   """The study's summary as markdown: a table of means, one of differences, the plots.
 
@@ -156,51 +106,140 @@ def write_markdown(summary: Mapping, plots: Mapping[str, str] | Sequence[str], p
   Returns:
     path.
   """
-  strategies = list(summary["strategies"])
-  baseline = summary.get("baseline")
   level = f"{summary.get('confidence', 0.95):.0%}"
   lines = ["# Adaptive playlisting study", "",
            f"{summary['num_sessions']} sessions x {summary['num_events']} events, "
-           f"{len(strategies)} strategies. Mean per session [{level} percentile bootstrap CI over "
-           f"sessions, {summary.get('num_resamples', '?')} resamples, seed "
+           f"{len(summary['strategies'])} strategies. Mean per session [{level} percentile "
+           f"bootstrap CI over sessions, {summary.get('num_resamples', '?')} resamples, seed "
            f"{summary.get('seed', '?')}]. Adaptation delays average over mood switches; "
            f"a delay that never ends within its segment counts as the segment's length "
            f"(censored).", ""]
-  header = "| metric | " + " | ".join(strategies) + " |"
-  rule = "|---|" + "---|" * len(strategies)
-  lines += [f"## Means [{level} CI]", "", header, rule]
-  for name, metric in summary["metrics"].items():
-    cells = [_interval(metric["strategies"][s]["mean"], metric["strategies"][s]["lo"],
-                       metric["strategies"][s]["hi"]) for s in strategies]
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
-  others = [s for s in strategies if s != baseline]
-  if baseline is not None and others:
-    lines += ["", f"## Difference vs {baseline} (paired, [{level} CI])", "",
-              "`*`: the CI excludes 0.", "",
-              "| metric | " + " | ".join(others) + " |", "|---|" + "---|" * len(others)]
-    for name, metric in summary["metrics"].items():
-      better = {True: " (higher better)", False: " (lower better)"}.get(
-          metric.get("higher_is_better"), "")
-      cells = []
-      for s in others:
-        entry = metric["strategies"][s]
-        cell = _interval(entry["diff"], entry["diff_lo"], entry["diff_hi"], signed=True)
-        if entry["diff_lo"] is not None and (entry["diff_lo"] > 0 or entry["diff_hi"] < 0):
-          cell += " *"
-        cells.append(cell)
-      lines.append(f"| {name}{better} | " + " | ".join(cells) + " |")
-  lines += ["", "## Metrics", ""]
-  lines += [f"- **{name}**: {metric['description']}" for name, metric in summary["metrics"].items()]
-  items = plots.items() if isinstance(plots, Mapping) else (
-      (os.path.splitext(os.path.basename(p))[0], p) for p in plots)
-  items = list(items)
-  if items:
-    lines += ["", "## Plots", ""]
-    directory = os.path.dirname(os.path.abspath(path))
-    for title, plot in items:
-      relative = os.path.relpath(os.path.abspath(plot), directory)
-      lines += [f"### {title}", "", f"![{title}]({relative})", ""]
-  os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-  with open(path, "w") as f:
-    f.write("\n".join(lines).rstrip() + "\n")
-  return path
+  lines += summary_lines(summary)
+  plot_lines = _plot_lines(plots, path, "###")
+  if plot_lines:
+    lines += ["", "## Plots", ""] + plot_lines
+  return _write(lines, path)
+
+
+def claims_markdown(rows: Sequence[Mapping], heading: str = "##") -> list[str]:
+  """The patent's claims (`protocol.claims`) as a markdown table."""
+  if not rows:
+    return []
+  lines = [f"{heading} The patent's claims, measured", "",
+           "Events until adaptation after a mood switch (lower is faster); difference = "
+           "adaptive minus the variant, paired over sessions [95% CI].", "",
+           "| claim | metric | switches | adaptive | variant | difference [95% CI] |",
+           "|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['claim']} | {r['metric']} vs {r['against']} | {r['switches']} | "
+                 f"{r['adaptive']:.2f} | {r['variant']:.2f} | {r['difference']:+.2f} "
+                 f"[{r['lo']:+.2f}, {r['hi']:+.2f}] |")
+  return lines
+
+
+def _entry(section: Mapping, metric: str, name: str) -> str:
+  table = section["summary"]["metrics"].get(metric)
+  if table is None or name not in table["strategies"]:
+    return "n/a"
+  entry = table["strategies"][name]
+  return _interval(entry["mean"], entry["lo"], entry["hi"])
+
+
+def _row_cell(row: Mapping | None) -> str:
+  if row is None:
+    return "n/a"
+  return _interval(row["diff"], row["lo"], row["hi"], signed=True) + _star(row["lo"], row["hi"])
+
+
+def protocol_lines(label: str, section: Mapping) -> list[str]:
+  """One listener model's part of the report (a `protocol.run_protocol` section)."""
+  summary = section["summary"]
+  level = f"{summary.get('confidence', 0.95):.0%}"
+  top, runner_up = section["top"], section["runner_up"]
+  rates = section.get("shuffle_rates", {})
+  lines = [f"## Listener model: {label}", ""]
+  if rates:
+    lines += [f"Shuffled playlists: {rates['early_skip']:.1%} skipped early, "
+              f"{rates['skip_before_end']:.1%} before the end.", ""]
+  lines += ["### Settings chosen on tuning listeners", "",
+            f"{section['num_tuning_sessions']} sessions of tuning listeners; the variant with "
+            "the best mean listen rate is chosen and run on "
+            f"{section['num_sessions']} sessions of held-out listeners (listeners in both: "
+            f"{section.get('shared_listeners', 0)}).", "",
+            "| strategy | variants | chosen | tuning listen rate (chosen) | worst variant |",
+            "|---|---|---|---|---|"]
+  for name, entry in section["tuning"].items():
+    variants = entry["variants"]
+    if not variants:
+      lines.append(f"| {name} | 1 | defaults (not swept) | n/a | n/a |")
+      continue
+    chosen = variants[entry["chosen"]]
+    setting = ", ".join(f"{k}={v:g}" for k, v in entry["overrides"].items()) or "defaults"
+    worst = min(v["listen_rate"] for v in variants)
+    lines.append(f"| {name} | {len(variants)} | {setting} | {chosen['listen_rate']:.4f} | "
+                 f"{worst:.4f} |")
+  comparison = {(r["a"], r["metric"]): r for r in section["comparison"]}
+  shares = section["gain_shares"]
+  names = [n for n in section["names"] if "[" not in n]
+  lines += ["", f"### Held-out listeners [{level} CI]", "",
+            f"Best non-oracle strategy: **{top}**; runner-up: {runner_up}. Difference: the "
+            f"strategy minus its best competitor ({top} against {runner_up}, every other "
+            f"against {top}), paired over sessions; `*`: the CI excludes 0. Gain share: the "
+            "share of the oracle's listen-rate gain over the initial order captured.", "",
+            "| strategy | listen rate | skip rate | AUC | listen-rate diff vs competitor "
+            "| gain share |", "|---|---|---|---|---|---|"]
+  for name in names:
+    row = comparison.get((name, "listen_rate"))
+    against = f" (vs {row['b']})" if row else ""
+    share = shares.get(name)
+    share_text = _interval(share["share"], share["lo"], share["hi"]) if share else "n/a"
+    lines.append(f"| {name} | {_entry(section, 'listen_rate', name)} | "
+                 f"{_entry(section, 'skip_rate', name)} | {_entry(section, 'auc', name)} | "
+                 f"{_row_cell(row)}{against} | {share_text} |")
+  if section["ablations"]:
+    lines += ["", f"### Ablations of adaptive (held-out, [{level} CI])", "",
+              "Each row switches one patent component off in the chosen setting; "
+              "difference = ablation minus the full method, paired over sessions.", "",
+              "| ablation | switched off | listen rate | listen-rate diff | skip-rate diff |",
+              "|---|---|---|---|---|"]
+    by_pair = {(r["a"], r["metric"]): r for r in section["ablations"]}
+    for name, about in section.get("ablation_info", {}).items():
+      variant = f"adaptive[{name}]"
+      listen = by_pair.get((variant, "listen_rate"))
+      lines.append(f"| {variant} | {about} | {_entry(section, 'listen_rate', variant)} | "
+                   f"{_row_cell(listen)} | {_row_cell(by_pair.get((variant, 'skip_rate')))} |")
+  lines += [""] + claims_markdown(section.get("claims", []), "###")
+  return lines
+
+
+def write_protocol_markdown(summary: Mapping, plots: Mapping[str, Mapping[str, str]],
+                            path: str) -> str:
+  """The tuned, held-out study (`protocol.run_from_config`) as one markdown report.
+
+  Args:
+    summary: {"listener_models", "models": {model: section}}.
+    plots: model -> (title -> PNG path).
+    path: markdown file to write.
+
+  Returns:
+    path.
+  """
+  models = summary["models"]
+  first = next(iter(models.values()))["summary"]
+  lines = ["# Adaptive playlisting study", "",
+           f"Listener models: {', '.join(models)}. Under each, every learner's settings are "
+           f"swept on sessions of tuning listeners and the best (by mean listen rate) is "
+           f"reported on {first['num_sessions']} sessions x {first['num_events']} events of "
+           f"other, held-out listeners. Means per session [{first['confidence']:.0%} "
+           f"percentile bootstrap CI over sessions, {first['num_resamples']} resamples]. "
+           "Adaptation delays average over mood switches; one that never ends within its "
+           "segment counts as the segment's length (censored).", ""]
+  for label, section in models.items():
+    lines += protocol_lines(label, section)
+    lines += ["", f"### All metrics, held out ({label})", ""]
+    lines += summary_lines(section["summary"], "####")
+    plot_lines = _plot_lines(plots.get(label, {}), path, "####")
+    if plot_lines:
+      lines += ["", f"### Plots ({label})", ""] + plot_lines
+    lines.append("")
+  return _write(lines, path)

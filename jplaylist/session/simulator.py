@@ -21,19 +21,21 @@ re-exported here so `simulator.X` keeps working):
                 (`sample_sessions`): each listener's bag of prototypes and
                 long-term taste, the prototypes one session activates, the
                 current mood at each event with its switches and text requests,
-                the initial playlist a production system would seed, and the
-                listener's noise.
+                the initial playlist a production system would seed, the
+                listener's noise, and the observable outcomes of the
+                listener's `history_sessions` earlier sessions (the input of
+                the background model, `session/background.py`).
 
 Choice model. At event t of a session in mood k_t the listener accepts track n
-(plays it past the majority) with probability
+(plays it past the majority) with probability, for `listener_model` "embedding",
 
   p = sigmoid(slope * cos(e_n, c_{k_t}) + taste_weight * cos(e_n, taste)
               + taste_noise * e_n . g + bias + session_bias),
 
 g a per-listener random direction scaled so that e_n . g has unit variance over
-the library. The logit is linear in e_n, so `choice_state` gives one direction
-[d] per (session, event) and `true_probabilities` costs one [N, K + r] @ [K + r]
-product (no [N, d] work per event). `respond` turns p into an outcome: an
+the library; "attributes" and "mixture" listeners, popularity and fatigue are in
+`session/listeners.py`. Per event `true_probabilities` costs O(N (K + r)) from
+precomputed track tables (no [N, d] work). `respond` turns p into an outcome: an
 accepted track is played to the end (a LIKE with `like_probability`, or left
 after the majority with `late_skip_probability`); a rejected one is skipped in
 the first `skip_threshold` of the track (an early SKIP, a DISLIKE with
@@ -65,6 +67,9 @@ import numpy as np
 from jax import lax
 
 from jplaylist.session import examples
+from jplaylist.session import listeners
+from jplaylist.session.listeners import (  # re-exported: simulator.X keeps working
+    LISTENER_MODELS, ChoiceState, ListenerState, choice_state, listen_probability)
 # Outcome kinds `respond` and the shuffle rates use.
 from jplaylist.session.examples import DISLIKE, LIKE, LISTEN, PARTIAL
 
@@ -113,6 +118,16 @@ class SimConfig:
   dislike_probability: float = 0.05  # P(dislike | early skip)
   skip_threshold: float = 0.05       # played fraction of an early skip
   majority: float = 0.5              # played fraction above which a track counts as listened
+  # The listener model (`session/listeners.py`): "embedding", "attributes" or "mixture".
+  listener_model: str = flax.struct.field(pytree_node=False, default="embedding")
+  # "attributes": the attributes preferred over; () = those naming prototypes.
+  listener_attributes: tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
+  mixture_sharpness: float = 0.0     # "mixture": 0 = max over the bag, s > 0 = soft max
+  popularity_weight: float = 0.0     # logit per std of log popularity
+  fatigue_weight: float = 0.0        # logit per recently served track of the same group
+  fatigue_decay: float = 0.8         # per served track, of the fatigue count
+  # H earlier sessions of each listener before the studied one (`SessionPlan.history_*`).
+  history_sessions: int = flax.struct.field(pytree_node=False, default=4)
 
 
 @flax.struct.dataclass
@@ -125,12 +140,14 @@ class World:
       divided by sqrt(r)).
     basis: [K + r, d] float32: the centres, then the noise projection's
       transpose; features = embeddings @ basis.T.
+    listener: the choice model's track tables (`listeners.make_tables`).
   """
   library: Library
   prototypes: Prototypes
   features: jax.Array
   basis: jax.Array
   config: SimConfig
+  listener: listeners.ListenerTables  # the listener model's track tables
 
   @property
   def num_prototypes(self) -> int:
@@ -152,8 +169,11 @@ def make_world(rng, library: Library, prototypes: Prototypes,
   rms = jnp.sqrt(jnp.mean((library.embeddings @ gaussian)**2, axis=0))
   projection = gaussian / rms / np.sqrt(config.noise_rank)
   basis = jnp.concatenate([prototypes.centres, projection.T]).astype(jnp.float32)
-  return World(library=library, prototypes=prototypes, features=library.embeddings @ basis.T,
-               basis=basis, config=config)
+  features = library.embeddings @ basis.T
+  tables = listeners.make_tables(jax.random.fold_in(rng, 1), library, prototypes, config,
+                                 features)
+  return World(library=library, prototypes=prototypes, features=features, basis=basis,
+               config=config, listener=tables)
 
 
 # ------------------------------------------------------------------ sessions
@@ -178,6 +198,19 @@ class SessionPlan:
     seed_track: [B] int32 the seed (-1 with popularity seeding).
     bias_offset: [B] float32 the session's logit offset.
     noise_weights: [B, r] float32 the listener's taste deviation, N(0, 1).
+    history_track: [B, H, E] int32 the tracks of the listener's H earlier
+      sessions (`config.history_sessions`): each earlier session's own seeded
+      playlist served in order by the service's non-adaptive player.
+    history_kind: [B, H, E] int32 the listener's reactions to them (`respond`
+      under the same listener, each earlier session with its own moods,
+      playlist and offset).
+    history_fraction: [B, H, E] float32 the played fractions.
+
+  The history fields are what a service observed before the studied session
+  (the background model's input, `jplaylist.session.background`); the rest
+  but the playlist and the text requests (their events and prototypes) is the
+  simulator's hidden state, which no strategy but the oracle may read. The
+  history fields are None in a plan that has none (an earlier session itself).
   """
   prototype: jax.Array
   switch: jax.Array
@@ -190,6 +223,9 @@ class SessionPlan:
   seed_track: jax.Array
   bias_offset: jax.Array
   noise_weights: jax.Array
+  history_track: jax.Array | None = None
+  history_kind: jax.Array | None = None
+  history_fraction: jax.Array | None = None
 
   @property
   def num_sessions(self) -> int:
@@ -199,7 +235,14 @@ class SessionPlan:
     return jax.tree.map(lambda x: x[index], self)
 
 
-def _sample_session(rng, world: World) -> SessionPlan:
+# A listener's hidden traits, shared by all their sessions; the other fields of
+# a SessionPlan are drawn per session.
+LISTENER_FIELDS = ("bag", "bag_weights", "taste", "noise_weights")
+
+
+def _sample_session(rng, world: World, listener: SessionPlan | None = None) -> SessionPlan:
+  """One session (no history fields); with `listener`, another session of that
+  listener: its LISTENER_FIELDS are kept and only the session's draws are new."""
   config, library = world.config, world.library
   num_events, num_active = config.num_events, config.active_per_session
   num_prototypes, num_tracks = world.num_prototypes, library.num_tracks
@@ -215,6 +258,8 @@ def _sample_session(rng, world: World) -> SessionPlan:
 
   bag = top_k(gumbel("bag"), config.bag_size)  # M of K without replacement
   weights = -jnp.log(draws["weights"])  # Exp(1); normalised: Dirichlet(1)
+  if listener is not None:  # active and taste are invariant to the weights' scale
+    bag, weights = listener.bag, listener.bag_weights
   taste = weights @ world.prototypes.centres[bag]
   norm = jnp.maximum(jnp.linalg.norm(taste), 1e-12)
   active = bag[top_k(jnp.log(weights) + gumbel("active"), num_active)]  # ~ weights
@@ -237,74 +282,90 @@ def _sample_session(rng, world: World) -> SessionPlan:
   radius, angle = jnp.split(draws["noise"], 2)
   noise = jnp.sqrt(-2.0 * jnp.log(radius)) * jnp.cos(2.0 * jnp.pi * angle)
   bias_offset = jax.scipy.special.ndtri(draws["bias"][0])
-  return SessionPlan(
+  plan = SessionPlan(
       prototype=active[position], switch=switch, text_request=text, active=active, bag=bag,
       bag_weights=weights / norm, taste=taste / norm, playlist=playlist, seed_track=seed,
       bias_offset=config.session_noise * bias_offset, noise_weights=noise)
+  if listener is not None:
+    plan = plan.replace(**{name: getattr(listener, name) for name in LISTENER_FIELDS})
+  return plan
+
+
+def _earlier_sessions(rng, world: World, listener: SessionPlan):
+  """(tracks, kinds, played fractions), each [H, E]: H earlier sessions of
+  `listener`, each its own seeded playlist served in order (the service's
+  non-adaptive player; L < E cycles), the listener reacting with `respond`
+  under the listener model (`listeners.shuffle_logits`: the session's moods,
+  fatigue carried from track to track) as in the studied session."""
+  config = world.config
+  num_events = config.num_events
+  sessions_key, respond_key = jax.random.split(rng)
+  keys = jax.random.split(sessions_key, config.history_sessions)
+  earlier = jax.vmap(lambda key: _sample_session(key, world, listener))(keys)
+  events = jnp.arange(num_events)
+  tracks = earlier.playlist[:, events % earlier.playlist.shape[1]]          # [H, E]
+  # The listener model's logits of the served tracks, fatigue carried along.
+  logits = jax.vmap(lambda session, served: listeners.shuffle_logits(
+      world, session, served)[0])(earlier, tracks)
+  kind, fraction, _ = respond(respond_key, jax.nn.sigmoid(logits), config)
+  return tracks, kind, fraction
+
+
+def _sample_with_history(rng, world: World) -> SessionPlan:
+  """A session (drawn from `rng` as without history) and its listener's
+  `config.history_sessions` earlier sessions (from a key folded off `rng`)."""
+  plan = _sample_session(rng, world)
+  if world.config.history_sessions == 0:  # sample_sessions adds empty fields
+    return plan
+  tracks, kind, fraction = _earlier_sessions(jax.random.fold_in(rng, 1), world, plan)
+  return plan.replace(history_track=tracks.astype(jnp.int32),
+                      history_kind=kind.astype(jnp.int32),
+                      history_fraction=fraction.astype(jnp.float32))
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size",))
 def _sample_batched(keys, world, batch_size):
-  return lax.map(lambda key: _sample_session(key, world), keys, batch_size=batch_size)
+  return lax.map(lambda key: _sample_with_history(key, world), keys, batch_size=batch_size)
 
 
 def sample_sessions(rng, num_sessions: int, world: World, *,
                     batch_size: int = 256) -> SessionPlan:
-  """Draws `num_sessions` sessions (listener, moods, playlist, noise).
+  """Draws `num_sessions` sessions (listener, moods, playlist, noise) and what
+  each listener did in `config.history_sessions` earlier sessions.
 
   Sessions are drawn `batch_size` at a time so seeding's [batch, N] cosines
   stay small. Session b is a function of (rng, b) only.
   """
+  if world.config.history_sessions < 0:
+    raise ValueError(f"history_sessions={world.config.history_sessions}: expected >= 0")
   keys = jax.random.split(rng, num_sessions)
-  return _sample_batched(keys, world, min(batch_size, num_sessions))
+  plan = _sample_batched(keys, world, min(batch_size, num_sessions))
+  if world.config.history_sessions == 0:  # (lax.map cannot batch empty outputs)
+    empty = jnp.zeros((num_sessions, 0, world.config.num_events), jnp.int32)
+    plan = plan.replace(history_track=empty, history_kind=empty,
+                        history_fraction=empty.astype(jnp.float32))
+  return plan
 
 
 # ------------------------------------------------------------------ choice model
 
 
-@flax.struct.dataclass
-class ChoiceState:
-  """One session at one event: logit(e) = e @ direction + bias.
-
-  Attributes:
-    direction: [d] float32 = coefficients @ world.basis.
-    coefficients: [K + r] float32 weights of world.features.
-    bias: [] float32 config.bias + the session's offset.
-  """
-  direction: jax.Array
-  coefficients: jax.Array
-  bias: jax.Array
-
-
-def choice_state(world: World, plan: SessionPlan, event) -> ChoiceState:
-  """The listener of one session (`plan.session(b)`) at `event` (may be traced)."""
-  config = world.config
-  mood = jax.nn.one_hot(plan.prototype[event], world.num_prototypes)
-  taste = jnp.zeros(world.num_prototypes).at[plan.bag].add(plan.bag_weights)
-  coefficients = jnp.concatenate([config.slope * mood + config.taste_weight * taste,
-                                  config.taste_noise * plan.noise_weights])
-  return ChoiceState(direction=coefficients @ world.basis, coefficients=coefficients,
-                     bias=config.bias + plan.bias_offset)
-
-
-def listen_probability(track_embeddings, state: ChoiceState):
-  """P(accept) of any tracks: [..., d] embeddings -> [...] (O(d) per track)."""
-  return jax.nn.sigmoid(track_embeddings @ state.direction + state.bias)
-
-
-def true_probabilities(world: World, plan: SessionPlan, event):
+def true_probabilities(world: World, plan: SessionPlan, event,
+                       state: listeners.ListenerState | None = None):
   """[N] P(accept) of every library track for one session at `event` (the oracle).
 
-  O(N (K + r)): a product with the precomputed features, no [N, d] work.
+  Under `config.listener_model` (`session/listeners.py`); `state` the listener's
+  fatigue (`listeners.init_state`/`observe`; None: nothing served yet).
+  O(N (K + r)) from the precomputed track tables, no [N, d] work.
   """
-  state = choice_state(world, plan, event)
-  return jax.nn.sigmoid(world.features @ state.coefficients + state.bias)
+  return jax.nn.sigmoid(listeners.logits(world, plan, event, None, state))
 
 
-def track_probabilities(world: World, plan: SessionPlan, event, tracks):
-  """P(accept) of library tracks `tracks` ([...] int) for one session at `event`."""
-  state = choice_state(world, plan, event)
-  return jax.nn.sigmoid(world.features[tracks] @ state.coefficients + state.bias)
+def track_probabilities(world: World, plan: SessionPlan, event, tracks,
+                        state: listeners.ListenerState | None = None):
+  """P(accept) of library tracks `tracks` ([...] int) for one session at `event`
+  (`state` as in `true_probabilities`)."""
+  return jax.nn.sigmoid(listeners.logits(world, plan, event, tracks, state))
 
 
 def respond(rng, p, config: SimConfig):
@@ -355,16 +416,17 @@ def reference_tracks(rng, plan: SessionPlan, num_tracks: int, reference: str = "
   raise ValueError(f"reference={reference!r}: expected one of {REFERENCES}")
 
 
-@functools.partial(jax.jit, static_argnames=("reference",))
-def _served_logits(rng, world, plan, reference):
-  """[B, E] logits of the tracks a shuffle serves, without config.bias."""
+@functools.partial(jax.jit, static_argnames=("reference", "with_best"))
+def _served_logits(rng, world, plan, reference, with_best=False):
+  """([B, E] logits of the tracks a shuffle serves, with_best [B, E] the largest
+  logit over the library or None), without config.bias; the listener's
+  fatigue is carried through each session (`listeners.shuffle_logits`)."""
   tracks = reference_tracks(rng, plan, world.library.num_tracks, reference)
-
-  def one_session(session, served):
-    coefficients = jax.vmap(lambda event: choice_state(world, session, event).coefficients)(
-        jnp.arange(served.shape[0]))
-    return jnp.sum(world.features[served] * coefficients, -1) + session.bias_offset
-  return jax.vmap(one_session)(plan, tracks)
+  unbiased = world.replace(config=world.config.replace(bias=0.0))
+  one_session = lambda args: listeners.shuffle_logits(unbiased, *args, with_best=with_best)
+  if with_best:  # [N] per event: a few sessions at a time
+    return lax.map(one_session, (plan, tracks), batch_size=16)
+  return jax.vmap(lambda *args: one_session(args))(plan, tracks)
 
 
 def calibrate(rng, world: World, *, num_sessions: int = 4096, reference: str = "playlist",
@@ -391,7 +453,7 @@ def calibrate(rng, world: World, *, num_sessions: int = 4096, reference: str = "
                      f"cannot be met with late_skip_probability={config.late_skip_probability}")
   plan_key, order_key = jax.random.split(rng)
   plan = sample_sessions(plan_key, num_sessions, world)
-  bias = _bisect_bias(_served_logits(order_key, world, plan, reference), reject_rate)
+  bias = _bisect_bias(_served_logits(order_key, world, plan, reference)[0], reject_rate)
   return config.replace(bias=float(bias), early_skip_share=float(share))
 
 
@@ -410,16 +472,15 @@ def _bisect_bias(logits, reject_rate):
 @functools.partial(jax.jit, static_argnames=("reference", "with_oracle"))
 def _shuffle_outcomes(rng, world, plan, reference, with_oracle):
   order_key, respond_key = jax.random.split(rng)
-  p = jax.nn.sigmoid(_served_logits(order_key, world, plan, reference) + world.config.bias)
+  served, best = _served_logits(order_key, world, plan, reference, with_oracle)
+  p = jax.nn.sigmoid(served + world.config.bias)
   kind, fraction, _ = respond(respond_key, p, world.config)
   rates = {"early_skip": fraction < world.config.skip_threshold,
            "skip_before_end": fraction < 1.0, "partial": kind == PARTIAL,
            "listen": (kind == LISTEN) | (kind == LIKE), "like": kind == LIKE,
            "dislike": kind == DISLIKE, "mean_p": p}
   if with_oracle:  # the best library track at each event
-    events = jnp.arange(world.config.num_events)
-    best = lambda s: jax.vmap(lambda t: jnp.max(true_probabilities(world, s, t)))(events)
-    rates["oracle_p"] = lax.map(best, plan, batch_size=16)
+    rates["oracle_p"] = jax.nn.sigmoid(best + world.config.bias)
   return {name: jnp.mean(x.astype(jnp.float32)) for name, x in rates.items()}
 
 

@@ -10,6 +10,8 @@ playlisting does after every listen, skip and text request.
   lax.scan over events  (the session's state: history, played tracks, fit)
   vmap over sessions    (in chunks of `sessions_per_chunk`, lax.map)
   shard_map over devices (sessions split over every local device)
+  processes              (a block of sessions each, records gathered:
+                          jplaylist/session/distributed.py)
   vmap over variants    (a hyper-parameter sweep of one strategy is one call)
 
 Per event and session it records the served track's true listen probability,
@@ -24,8 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
 import time as time_lib
 from typing import Any, Callable, Sequence
 
@@ -36,8 +36,11 @@ import numpy as np
 
 from jplaylist import inference
 from jplaylist import library_index
+from jplaylist.session import background
+from jplaylist.session import distributed
+from jplaylist.session import examples
+from jplaylist.session import listeners
 from jplaylist.session import metrics
-from jplaylist.session import report as session_report
 from jplaylist.session import simulator
 from jplaylist.session import strategies as strategies_lib
 
@@ -61,6 +64,9 @@ class StudySpec:
   # The end-of-session AUC sorts the candidates; over more than this many it
   # is estimated on an evenly strided subset of them (unbiased, far cheaper).
   auc_max_candidates: int = 1000
+  # Weight of a rejected track in the background model every learner starts
+  # from (`background.background_model`), against 1 for a listened one.
+  background_reject_weight: float = background.REJECT_WEIGHT
 
 
 def _candidates(world: simulator.World, plan: simulator.SessionPlan, candidates: str):
@@ -87,16 +93,25 @@ def _first_argmax(x):
 
 def _session(world: simulator.World, plan: simulator.SessionPlan,
              params: strategies_lib.StrategyParams, rng, *, strategy: str, spec: StudySpec,
-             max_examples: int):
-  """Runs one session of `strategy`; returns per-event records and its final AUC."""
+             max_examples: int, forced_kinds=None, forced_fractions=None):
+  """Runs one session of `strategy`; returns per-event records and its final AUC.
+
+  Learners see only what a player observes: the candidates' embeddings and
+  metadata, the session's text requests and outcomes, and the background
+  model of the listener's earlier sessions (`plan.history_*`); the
+  simulator's hidden state (taste, bag, noise, moods without a request)
+  reaches only the oracle and the records. forced_kinds / forced_fractions
+  ([E] int32 / float32, tests only): where forced_kinds[t] >= 0 the listener's
+  outcome at event t is that kind and played fraction instead of `respond`'s.
+  """
   config = world.config
   library = world.library
   cand, initial = _candidates(world, plan, spec.candidates)
-  if spec.candidates == "playlist":
-    cand_embeddings = library.embeddings[cand]
-    cand_features = world.features[cand]
-  else:  # the whole library: no gather of [N, d]
-    cand_embeddings, cand_features = library.embeddings, world.features
+  playlist_only = spec.candidates == "playlist"
+  # The whole library: no gather of [N, d] (nor of the listener's tables).
+  cand_embeddings = library.embeddings[cand] if playlist_only else library.embeddings
+  # The listener over the candidates, the session's constant terms folded in once.
+  listener = listeners.session_tables(world, plan, cand if playlist_only else None)
   stats = strategies_lib.candidate_stats(cand_embeddings)
   num_cand = cand.shape[0]
   shuffle_key, events_key = jax.random.split(rng)
@@ -105,14 +120,19 @@ def _session(world: simulator.World, plan: simulator.SessionPlan,
   durations = library.duration_s
   prototypes = world.prototypes
 
-  def true_logits(event):
-    # The listener's logits; P(accept) is their sigmoid, taken only where
-    # needed (the served track, the oracle's best, ranking metrics): a
-    # sigmoid over the whole library every event costs more than the product.
-    state = simulator.choice_state(world, plan, event)
-    return cand_features @ state.coefficients + state.bias
+  def true_logits(event, heard):
+    # The listener's logits given what it heard (fatigue); P(accept) is their
+    # sigmoid, taken only where needed (the served track, the oracle's best,
+    # ranking metrics): a sigmoid over the whole library every event costs
+    # more than the logits.
+    return listeners.event_logits(world, listener, plan, event, heard)
 
-  state = strategies_lib.init_state(max_examples, cand_embeddings.shape[1], plan.taste)
+  # Every learner starts from the slow background model of what this listener
+  # did in earlier sessions, never from the simulator's hidden taste.
+  start_taste = background.from_history(library.embeddings, plan.history_track,
+                                        plan.history_kind,
+                                        reject_weight=spec.background_reject_weight)
+  state = strategies_lib.init_state(max_examples, cand_embeddings.shape[1], start_taste)
 
   def scores_of(state, logits, event, elapsed, key):
     """(scores [C], state): baselines need no learner; the oracle knows the logits."""
@@ -124,20 +144,25 @@ def _session(world: simulator.World, plan: simulator.SessionPlan,
                                 elapsed, key, num_newton=spec.num_newton)
 
   def step(carry, event):
-    state, played, elapsed = carry
+    state, played, elapsed, heard = carry
     key = jax.random.fold_in(events_key, event)
     score_key, respond_key = jax.random.split(key)
     # A mood switch may come with a text request: an example before serving.
     request = plan.switch[event] & plan.text_request[event]
     state = strategies_lib.observe_text(state, prototypes.text[plan.prototype[event]],
                                         event, elapsed, valid=request)
-    logits = true_logits(event)
+    logits = true_logits(event, heard)
     scores, state = scores_of(state, logits, event, elapsed, score_key)
     available = ~played
     pick = _first_argmax(jnp.where(available, scores, -jnp.inf))
     track = cand[pick]
     served_p = jax.nn.sigmoid(logits[pick])
     kind, fraction, label = simulator.respond(respond_key, served_p, config)
+    if forced_kinds is not None:  # the firewall test's observations
+      forced = forced_kinds[event] >= 0
+      kind = jnp.where(forced, forced_kinds[event], kind)
+      fraction = jnp.where(forced, forced_fractions[event], fraction)
+      label = jnp.asarray(examples.LABEL_OF_KIND, jnp.float32)[kind]
     oracle_p = jax.nn.sigmoid(jnp.max(jnp.where(available, logits, -jnp.inf)))
     if spec.ranking_metrics:
       ndcg, precision = metrics.ranking_metrics(scores, jax.nn.sigmoid(logits), available)
@@ -149,18 +174,19 @@ def _session(world: simulator.World, plan: simulator.SessionPlan,
     state = strategies_lib.observe_track(state, params, library.embeddings[track], kind,
                                          event, elapsed)
     played = played.at[pick].set(True)
+    heard = listeners.observe(world, heard, track)
     record = dict(served_prob=served_p, oracle_prob=oracle_p,
                   skipped=fraction < 1.0, early_skipped=fraction < config.skip_threshold,
                   listened=label > 0, kind=kind, track=track, ndcg=ndcg,
                   precision=precision)
-    return (state, played, elapsed), record
+    return (state, played, elapsed, heard), record
 
-  carry = (state, jnp.zeros((num_cand,), bool), jnp.float32(0.0))
-  (state, played, elapsed), records = lax.scan(step, carry,
-                                               jnp.arange(config.num_events))
+  carry = (state, jnp.zeros((num_cand,), bool), jnp.float32(0.0), listeners.init_state(world))
+  (state, played, elapsed, heard), records = lax.scan(step, carry,
+                                                      jnp.arange(config.num_events))
   # How well the session's final scores separate what the listener likes now.
   last = config.num_events - 1
-  final_logits = true_logits(last)
+  final_logits = true_logits(last, heard)
   final_scores, _ = scores_of(state, final_logits, last + 1, elapsed,
                              jax.random.fold_in(events_key, config.num_events))
   subset = slice(None)
@@ -181,8 +207,14 @@ def max_examples(plan: simulator.SessionPlan) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("strategy", "spec", "max_examples", "mesh"))
-def _run_strategy(world, plan, variants, rng, *, strategy, spec, max_examples, mesh):
-  """Records of every session ([V, B, ...]) for one strategy and V variants."""
+def _run_strategy(world, plan, variants, rng, *, strategy, spec, max_examples, mesh,
+                  session_ids=None):
+  """Records of every session ([V, B, ...]) for one strategy and V variants.
+
+  `session_ids` [B] are the sessions' global indices (default 0..B-1): a
+  session's draws are fold_in(rng, its index), whichever process or device
+  runs it and however many sessions share the call.
+  """
   num_sessions = plan.num_sessions
 
   def local(plan_shard, keys):
@@ -203,7 +235,9 @@ def _run_strategy(world, plan, variants, rng, *, strategy, spec, max_examples, m
     return jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1).reshape(
         (x.shape[1], size) + x.shape[3:]), out)
 
-  keys = jax.random.split(rng, num_sessions)
+  if session_ids is None:
+    session_ids = jnp.arange(num_sessions)
+  keys = jax.vmap(lambda index: jax.random.fold_in(rng, index))(session_ids)
   if mesh is None:
     return local(plan, keys)
   spec_in = jax.sharding.PartitionSpec("sessions")
@@ -228,6 +262,7 @@ def stack_variants(variants: Sequence[strategies_lib.StrategyParams]
 def run(world: simulator.World, plan: simulator.SessionPlan, spec: StudySpec, rng, *,
         params: strategies_lib.StrategyParams | None = None,
         sweep: dict[str, dict[str, float]] | None = None,
+        variants: dict[str, Sequence[tuple[str, strategies_lib.StrategyParams]]] | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs every strategy of `spec` (and the sweep's variants) on the same sessions.
 
@@ -239,10 +274,13 @@ def run(world: simulator.World, plan: simulator.SessionPlan, spec: StudySpec, rn
     params: the learners' settings (default `StrategyParams.create()`).
     sweep: extra variants of the "adaptive" strategy: name -> field overrides;
       all run in one compiled call with the default.
+    variants: strategy -> [(name, params)]: the variants a strategy runs
+      instead of `params` (all in one compiled call), named "strategy[name]",
+      or "strategy" where name is "" (`protocol` builds them from a grid).
     log: where progress lines go.
 
   Returns:
-    dict with "names" (S strategy names, sweep variants as "adaptive[name]"),
+    dict with "names" (S strategy names, variants as "strategy[name]"),
     per-event arrays [S, B, E] (served_prob, oracle_prob, skipped,
     early_skipped, listened, kind, track, ndcg, precision), "auc" [S, B],
     "switch" and "switch_text" [B, E], and "seconds" per strategy.
@@ -261,26 +299,43 @@ def run(world: simulator.World, plan: simulator.SessionPlan, spec: StudySpec, rn
                      "an unplayed track")
   params = params or strategies_lib.StrategyParams.create()
   slots = max_examples(plan)
-  mesh = session_mesh(plan.num_sessions)
+  # Each process runs its block of sessions on its own devices; the records are
+  # gathered after each strategy (jplaylist/session/distributed.py).
+  split = distributed.blocks(plan.num_sessions)
+  local_plan = split.take(plan)
+  mesh = session_mesh(split.per_process)
+  if split.process_count > 1 or split.padded_sessions > plan.num_sessions:
+    log(split.describe())
   names, records, seconds = [], [], {}
+  variants = dict(variants or {})
+  unused = sorted(set(variants) - set(spec.strategies))
+  if unused:
+    raise ValueError(f"variants of {unused}, which are not among the strategies "
+                     f"{spec.strategies}")
   for strategy in spec.strategies:
-    variants = [("", params)]
+    if strategy in variants:
+      if not variants[strategy]:
+        raise ValueError(f"variants[{strategy!r}] is empty")
+      runs = [(f"[{name}]" if name else "", p) for name, p in variants[strategy]]
+    else:
+      runs = [("", params)]
     if strategy == "adaptive" and sweep:
-      variants += [(f"[{name}]", params.with_values(**overrides))
-                   for name, overrides in sweep.items()]
+      runs += [(f"[{name}]", params.with_values(**overrides))
+               for name, overrides in sweep.items()]
     start = time_lib.perf_counter()
-    out = _run_strategy(world, plan, stack_variants([v for _, v in variants]), rng,
-                        strategy=strategy, spec=spec, max_examples=slots, mesh=mesh)
-    out = jax.device_get(out)
+    out = _run_strategy(world, local_plan, stack_variants([v for _, v in runs]), rng,
+                        strategy=strategy, spec=spec, max_examples=slots, mesh=mesh,
+                        session_ids=split.session_ids)
+    out = distributed.gather(jax.device_get(out), split)
     seconds[strategy] = time_lib.perf_counter() - start
     dropped = int(np.max(out.pop("dropped_examples")))
     if dropped:
       raise RuntimeError(f"{strategy}: {dropped} examples did not fit {slots} history slots")
-    for index, (suffix, _) in enumerate(variants):
+    for index, (suffix, _) in enumerate(runs):
       names.append(strategy + suffix)
       records.append({k: v[index] for k, v in out.items()})
     log(f"{strategy}: {plan.num_sessions} sessions x {world.config.num_events} events"
-        f" x {len(variants)} variant(s) in {seconds[strategy]:.1f} s")
+        f" x {len(runs)} variant(s) in {seconds[strategy]:.1f} s")
   results = {k: np.stack([r[k] for r in records]) for k in records[0]}
   results["switch"] = np.asarray(plan.switch)
   results["switch_text"] = np.asarray(plan.switch & plan.text_request)
@@ -332,123 +387,13 @@ def build_world(config, log: Callable[[str], None] = print) -> simulator.World:
 
 def run_from_config(config, output_dir: str, log: Callable[[str], None] = print
                     ) -> tuple[dict, dict[str, str]]:
-  """Builds the world, runs the study, and writes results, summary and report.
-
-  Writes to `output_dir`: results.npz (every per-event record), summary.json
-  (means with 95% CIs and paired differences against the baseline),
-  report.md with curves.png and adaptation.png, shuffle_rates.json.
-
-  Returns:
-    (summary, paths by name).
-  """
-  os.makedirs(output_dir, exist_ok=True)
-  world = build_world(config, log)
-  rates = simulator.shuffle_rates(jax.random.key(config.seed + 1), world,
-                                  num_sessions=min(4096, 4 * config.num_sessions),
-                                  with_oracle=False)
-  log(f"shuffled playlists: {rates['early_skip']:.1%} skipped early, "
-      f"{rates['skip_before_end']:.1%} before the end")
-  plan_key, study_key = jax.random.split(jax.random.key(config.seed + 2))
-  plan = simulator.sample_sessions(plan_key, config.num_sessions, world)
-  spec = StudySpec(strategies=tuple(config.strategies), candidates=config.candidates,
-                   ranking_metrics=config.ranking_metrics,
-                   sessions_per_chunk=config.sessions_per_chunk)
-  results = run(world, plan, spec, study_key, sweep={k: dict(v) for k, v in
-                                                     dict(config.sweep).items()}, log=log)
-  names = results["names"]
-  summary = metrics.summarize(results, names, config.baseline if config.baseline in names
-                              else None, num_resamples=config.num_resamples,
-                              seed=config.seed)
-  summary["claims"] = claims(results, names, num_resamples=config.num_resamples,
-                             seed=config.seed)
-  summary["shuffle_rates"] = rates
-  summary["seconds"] = results["seconds"]
-  summary["requests"] = simulator.request_texts(world.prototypes)
-  paths = {"results": os.path.join(output_dir, "results.npz"),
-           "summary": os.path.join(output_dir, "summary.json"),
-           "report": os.path.join(output_dir, "report.md")}
-  np.savez_compressed(paths["results"], names=np.array(names),
-                      **{k: v for k, v in results.items() if isinstance(v, np.ndarray)})
-  with open(paths["summary"], "w") as f:
-    json.dump(summary, f, indent=1)
-  plots = {
-      "Metrics over events": session_report.plot_curves(
-          metrics.per_event_curves(results), os.path.join(output_dir, "curves.png"), names),
-      "Adaptation after mood switches": session_report.plot_adaptation(
-          metrics.adaptation_curves(results), os.path.join(output_dir, "adaptation.png"),
-          names)}
-  session_report.write_markdown(summary, plots, paths["report"])
-  with open(paths["report"], "a") as f:
-    f.write("\n" + "\n".join(claims_markdown(summary["claims"])) + "\n")
-  paths.update(curves=plots["Metrics over events"],
-               adaptation=plots["Adaptation after mood switches"])
-  return summary, paths
+  """The tuned, held-out study of a config (`protocol.run_from_config`)."""
+  # Imported here: protocol builds on this module.
+  from jplaylist.session import protocol  # pylint: disable=g-import-not-at-top
+  return protocol.run_from_config(config, output_dir, log)
 
 
-# The patent's claims measured: (name, variant, metric, what the claim expects).
-CLAIMS = (
-    ("text above behaviour adapts faster after a request", "adaptive[equal_weights]",
-     "recovery/text"),
-    ("text above behaviour: first listen after a request", "adaptive[equal_weights]",
-     "first_listen/text"),
-    ("recency weighting recovers faster after a switch (no request)", "adaptive[no_recency]",
-     "recovery/no_text"),
-    ("recency weighting recovers faster after a switch (with request)", "adaptive[no_recency]",
-     "recovery/text"),
-)
-
-
-def claims(results: dict, names: Sequence[str], *, num_resamples: int = 2000,
-           seed: int = 0) -> list[dict]:
-  """Paired differences (adaptive - variant, events) behind the patent's claims.
-
-  A negative difference means the adaptive default (text weighted above
-  behaviour, recency decay) adapts in fewer events than the variant.
-  """
-  per_session = metrics.per_session_metrics(results)
-  out = []
-  for claim, variant, metric in CLAIMS:
-    if "adaptive" not in names or variant not in names or metric not in per_session:
-      continue
-    values = per_session[metric]
-    a, b = values.values[names.index("adaptive")], values.values[names.index(variant)]
-    diff, lo, hi = metrics.paired_bootstrap(a, b, num_resamples, seed, weights=values.weights)
-    out.append({"claim": claim, "metric": metric, "against": variant,
-                "switches": int(np.sum(values.weights)),
-                "adaptive": metrics.bootstrap_ci(a, num_resamples, seed,
-                                                 weights=values.weights)[0],
-                "variant": metrics.bootstrap_ci(b, num_resamples, seed,
-                                                weights=values.weights)[0],
-                "difference": diff, "lo": lo, "hi": hi})
-  return out
-
-
-def claims_markdown(rows: list[dict]) -> list[str]:
-  if not rows:
-    return []
-  lines = ["## The patent's claims, measured", "",
-           "Events until adaptation after a mood switch (lower is faster); difference = "
-           "adaptive default minus the variant, paired over sessions [95% CI].", "",
-           "| claim | metric | switches | adaptive | variant | difference [95% CI] |",
-           "|---|---|---|---|---|---|"]
-  for r in rows:
-    lines.append(f"| {r['claim']} | {r['metric']} vs {r['against']} | {r['switches']} | "
-                 f"{r['adaptive']:.2f} | {r['variant']:.2f} | {r['difference']:+.2f} "
-                 f"[{r['lo']:+.2f}, {r['hi']:+.2f}] |")
-  return lines
-
-
-def headline(summary: dict, strategies: Sequence[str] = ("adaptive", "initial", "shuffle",
-                                                         "oracle")) -> list[str]:
-  """Lines of skip rate and expected listen rate per strategy, with 95% CIs."""
-  lines = []
-  table = summary["metrics"]
-  for name in strategies:
-    parts = []
-    for metric, label in (("skip_rate", "skip rate"), ("listen_rate", "listen rate")):
-      entry = table.get(metric, {}).get("strategies", {}).get(name)
-      if entry and entry["mean"] is not None:
-        parts.append(f"{label} {entry['mean']:.3f} [{entry['lo']:.3f}, {entry['hi']:.3f}]")
-    if parts:
-      lines.append(f"{name}: " + ", ".join(parts))
-  return lines
+def headline(summary: dict, strategies: Sequence[str] | None = None) -> list[str]:
+  """Held-out skip and listen rates per model and strategy (`protocol.headline`)."""
+  from jplaylist.session import protocol  # pylint: disable=g-import-not-at-top
+  return protocol.headline(summary, strategies)

@@ -151,3 +151,23 @@ def test_one_training_step_of_full_size_resnet50():
   blocks = [k for k in changed["trunk"] if k.startswith("stage")]
   assert len(blocks) == 16
   assert all(changed["trunk"][b]["bn3"]["scale"] for b in blocks)
+
+
+def test_onset_channel_is_the_rectified_time_difference_and_reaches_the_stem():
+  rng = np.random.default_rng(0)
+  log_mel = rng.normal(size=(2, 50, 8)).astype(np.float32)
+  expected = np.zeros_like(log_mel)
+  for t in range(1, 50):  # independent loop over frames
+    expected[:, t] = np.maximum(log_mel[:, t] - log_mel[:, t - 1], 0.0)
+  np.testing.assert_allclose(resnet.onset_features(jnp.asarray(log_mel)), expected, atol=1e-6)
+
+  model = resnet.Model("tiny", onset_channel=True)
+  variables = model.init(jax.random.key(0), jnp.asarray(log_mel))
+  stem = variables["params"]["trunk"]["stem_conv"]["kernel"]
+  assert stem.shape[2] == 2  # log-mel and its flux
+  # The flux channel matters: zeroing its stem weights changes the embedding.
+  params = jax.tree.map(lambda x: x, variables["params"])
+  params["trunk"]["stem_conv"]["kernel"] = stem.at[:, :, 1].set(0.0)
+  with_flux = model.apply(variables, jnp.asarray(log_mel))
+  without = model.apply({**variables, "params": params}, jnp.asarray(log_mel))
+  assert not np.allclose(with_flux, without, atol=1e-4)

@@ -95,3 +95,10 @@ def test_specaugment_and_dropout_only_in_training(resnet_model):
   assert not np.allclose(a[0], b[0]) and not np.allclose(a[1], b[1])
   log_mel = jax.jit(lambda v, x: model.apply(v, x, method=model.log_mel))(variables, audio)
   assert log_mel.shape == (2, 400, 64)
+
+
+def test_resnet_options_are_rejected_for_ast():
+  model = two_tower.Model(audio_tower="ast", audio_variant="tiny", text_variant="tiny",
+                          frontend="ast", audio_onset_channel=True)
+  with pytest.raises(ValueError, match="audio_onset_channel"):
+    two_tower.init(model, jax.random.key(0))

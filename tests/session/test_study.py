@@ -155,9 +155,14 @@ def test_simulate_launcher_runlocal(tmp_path):
       text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "adaptive: skip rate" in done.stdout and f"Report: {tmp_path}/report.md" in done.stdout
-  for name in ("results.npz", "summary.json", "report.md", "curves.png", "adaptation.png"):
+  for name in ("summary.json", "report.md", "embedding/results.npz", "embedding/curves.png",
+               "embedding/adaptation.png"):
     assert (tmp_path / name).stat().st_size > 0
-  saved = np.load(tmp_path / "results.npz")
-  assert list(saved["names"]) == ["adaptive", "adaptive[equal_weights]",
-                                  "adaptive[no_recency]", "initial", "oracle"]
-  assert saved["served_prob"].shape == (5, 16, 8)
+  # Held out: the tuned strategies, then adaptive's ablations of its chosen setting.
+  saved = np.load(tmp_path / "embedding" / "results.npz")
+  assert list(saved["names"]) == ["adaptive", "adaptive[no_refit]", "adaptive[equal_weights]",
+                                  "adaptive[no_recency]", "adaptive[no_cold_start]",
+                                  "adaptive[no_fusion]", "initial", "oracle"]
+  assert saved["served_prob"].shape == (8, 16, 8)
+  report = (tmp_path / "report.md").read_text()
+  assert "### Held-out listeners" in report and "| adaptive[no_fusion] |" in report
