@@ -126,6 +126,18 @@ def test_frame_mask_counts_match_the_frontend_framing(preset, seconds):
     assert mask.sum() == 124
 
 
+def _padded_twice(num_samples, num_valid, *, seed):
+  """A random clip of num_valid samples in a [1, num_samples] window, padded
+  once with zeros and once with noise (seeded)."""
+  rng = np.random.default_rng(seed)
+  clip = rng.normal(size=num_valid).astype(np.float32)
+  zeros = np.zeros((1, num_samples), np.float32)
+  zeros[0, :num_valid] = clip
+  noisy = rng.normal(size=(1, num_samples)).astype(np.float32)
+  noisy[0, :num_valid] = clip
+  return zeros, noisy
+
+
 @pytest.mark.parametrize("preset", ["resnet", "musicnn96"])
 def test_valid_frames_do_not_depend_on_the_padding(preset):
   # The rule's point: what the padding holds cannot reach a valid frame, and
@@ -133,12 +145,7 @@ def test_valid_frames_do_not_depend_on_the_padding(preset):
   config = frontend_lib.decode(preset)
   num_samples = int(round(config.window_seconds * config.sample_rate))
   num_valid = int(0.4 * num_samples) + 37
-  rng = np.random.default_rng(2)
-  clip = rng.normal(size=num_valid).astype(np.float32)
-  zeros = np.zeros((1, num_samples), np.float32)
-  zeros[0, :num_valid] = clip
-  noisy = rng.normal(size=(1, num_samples)).astype(np.float32)
-  noisy[0, :num_valid] = clip
+  zeros, noisy = _padded_twice(num_samples, num_valid, seed=2)
   audio_mask = np.arange(num_samples)[None, :] < num_valid
   mask = np.asarray(pooling.frame_mask(jnp.asarray(audio_mask), config))[0]
   log_zeros = np.asarray(frontend_lib.log_mel(jnp.asarray(zeros), config))[0]
@@ -207,12 +214,7 @@ def test_resnet_embedding_ignores_what_the_padding_holds_given_the_mask():
   # noise: with the frame mask the two embeddings agree; without it they do not.
   config = frontend_lib.decode("resnet")
   num_samples, num_valid = 160_000, 50_000
-  rng = np.random.default_rng(5)
-  clip = rng.normal(size=num_valid).astype(np.float32)
-  zeros = np.zeros((1, num_samples), np.float32)
-  zeros[0, :num_valid] = clip
-  noisy = rng.normal(size=(1, num_samples)).astype(np.float32)
-  noisy[0, :num_valid] = clip
+  zeros, noisy = _padded_twice(num_samples, num_valid, seed=5)
   mask = pooling.frame_mask(jnp.asarray(np.arange(num_samples)[None] < num_valid), config)
   model, variables = _resnet("mean")
   embed = lambda audio, **kw: np.asarray(model.apply(

@@ -9,6 +9,7 @@ from jplaylist.session import simulator
 from jplaylist.session import strategies
 from jplaylist.session import study
 from jplaylist.session import summary as summary_lib
+from tests.session import worlds
 
 NAMES = ["initial", "knn", "adaptive", "adaptive[no_fusion]", "oracle"]
 
@@ -135,14 +136,8 @@ def test_ablations_switch_their_component_off():
 
 @pytest.fixture(scope="module")
 def world_and_plans():
-  key = jax.random.key(0)
-  library = simulator.synthetic_library(key, 400, 16, 6)
-  prototypes = simulator.make_prototypes(key, library, 8)
-  config = simulator.SimConfig(num_events=8, playlist_length=24, bag_size=4,
-                               active_per_session=3, switch_probability=0.25,
-                               num_prototypes=8)
-  world = simulator.make_world(key, library, prototypes, config)
-  world = world.replace(config=simulator.calibrate(key, world, num_sessions=128))
+  world = worlds.calibrated_world(num_tracks=400, num_events=8, playlist_length=24,
+                                  calibration_sessions=128)
   tuning = simulator.sample_sessions(jax.random.key(1), 16, world)
   held = simulator.sample_sessions(jax.random.key(2), 16, world)
   return world, tuning, held

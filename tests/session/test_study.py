@@ -13,20 +13,15 @@ from jplaylist.session import examples
 from jplaylist.session import simulator
 from jplaylist.session import strategies
 from jplaylist.session import study
+from tests.session import worlds
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def small_world():
-  key = jax.random.key(0)
-  library = simulator.synthetic_library(key, 600, 16, 6)
-  prototypes = simulator.make_prototypes(key, library, 8)
-  config = simulator.SimConfig(num_events=10, playlist_length=30, bag_size=4,
-                               active_per_session=3, switch_probability=0.25,
-                               num_prototypes=8)
-  world = simulator.make_world(key, library, prototypes, config)
-  world = world.replace(config=simulator.calibrate(key, world, num_sessions=256))
+  world = worlds.calibrated_world(num_tracks=600, num_events=10, playlist_length=30,
+                                  calibration_sessions=256)
   plan = simulator.sample_sessions(jax.random.key(1), 16, world)
   return world, plan
 
