@@ -15,11 +15,14 @@ pools only over frames of real audio, given the pipeline's `audio_mask`; here
 each padded window gets the same mask (False on its padding), so a short clip
 is embedded as training saw it, not diluted by silence. Calls are batched
 into fixed shapes, so a model compiles once per shape bucket however many
-items a call holds.
+items a call holds. `index_folder` writes a library index of a folder;
+`update_index` adds a folder's new and changed files to one, embedding only
+those (a file's size and mtime, stored in its attributes, tell which).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -226,25 +229,159 @@ def index_dataset(model: Model, dataset_path: str, splits: Sequence[str] = ("tes
                 progress)
 
 
+def _folder_files(folder: str) -> list[tuple[str, str]]:
+  """(id, path) of the audio files under `folder`, ids relative paths, sorted."""
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"not a folder: {folder}")
+  found = []
+  for root, _, files in sorted(os.walk(folder)):
+    for name in sorted(files):
+      if name.lower().endswith(audio_io.AUDIO_EXTENSIONS):
+        path = os.path.join(root, name)
+        found.append((os.path.relpath(path, folder), path))
+  return found
+
+
+def file_signature(path: str) -> dict[str, int]:
+  """What tells a changed file: size and modification time (ns), as make and
+  rsync judge. Hashing the content would read the whole library on every
+  update; a file rewritten with the same size and an old mtime is missed."""
+  stat = os.stat(path)
+  return {"bytes": int(stat.st_size), "mtime_ns": int(stat.st_mtime_ns)}
+
+
+def _decoded(files: Iterable[tuple[str, str]], skipped: list):
+  """(id, mono waveform, rate, {"file": signature}) records; unreadable files
+  go to `skipped` as (path, reason)."""
+  for record_id, path in files:
+    signature = file_signature(path)
+    try:
+      samples, rate = audio_io.decode(path)
+    except audio_io.InvalidAudio as e:
+      skipped.append((path, str(e)))
+      continue
+    yield record_id, samples.mean(axis=1), rate, {"file": signature}
+
+
 def index_folder(model: Model, folder: str, *, chunk: int = 32, progress: bool = True
                  ) -> tuple[library_index.LibraryIndex, list[tuple[str, str]]]:
   """A library index of the audio files under `folder` (ids: relative paths).
+
+  Each record's attributes hold {"file": file_signature(path)}, so that
+  `update_index` can tell unchanged files later.
 
   Returns:
     (index, [(path, reason)] of files that could not be read).
   """
   skipped = []
+  index = _index(model, _decoded(_folder_files(folder), skipped), chunk,
+                 {"source": folder}, progress)
+  return index, skipped
 
-  def records():
-    for root, _, files in sorted(os.walk(folder)):
-      for name in sorted(files):
-        if not name.lower().endswith(audio_io.AUDIO_EXTENSIONS):
-          continue
-        path = os.path.join(root, name)
-        try:
-          samples, rate = audio_io.decode(path)
-        except audio_io.InvalidAudio as e:
-          skipped.append((path, str(e)))
-          continue
-        yield os.path.relpath(path, folder), samples.mean(axis=1), rate, {}
-  return _index(model, records(), chunk, {"source": folder}, progress), skipped
+
+@dataclasses.dataclass
+class UpdateReport:
+  """What `update_index` did. Ids are relative paths under the folder.
+
+  Attributes:
+    new: ids embedded for the first time.
+    changed: ids re-embedded (size or mtime differ, or none was stored).
+    unchanged: how many files were kept without reading them.
+    removed: ids dropped because their file is gone (remove_missing=True).
+    missing: ids of folder records whose file is gone, kept.
+    skipped: (path, reason) of files that could not be read; a changed file
+      that cannot be read keeps its old embedding.
+  """
+  new: list[str]
+  changed: list[str]
+  unchanged: int
+  removed: list[str]
+  missing: list[str]
+  skipped: list[tuple[str, str]]
+
+  @property
+  def embedded(self) -> list[str]:
+    return self.new + self.changed
+
+  def summary(self) -> str:
+    return (f"{len(self.new)} new and {len(self.changed)} changed files embedded, "
+            f"{self.unchanged} unchanged kept, {len(self.removed)} removed, "
+            f"{len(self.missing)} missing kept, {len(self.skipped)} unreadable skipped")
+
+
+def update_index(model: Model, index: library_index.LibraryIndex, folder: str, *,
+                 remove_missing: bool = False, chunk: int = 32, progress: bool = True
+                 ) -> tuple[library_index.LibraryIndex, UpdateReport]:
+  """Adds the new and changed audio files under `folder` to an index.
+
+  A file whose id (path relative to `folder`) is in the index with the same
+  stored `file_signature` is neither read nor embedded. Changed files are
+  re-embedded in place (rows keep their order); new files are appended in
+  path order. Records without a stored signature (other sources, such as a
+  dataset) are left alone unless their id names a file under `folder`.
+
+  Args:
+    model: the model that embedded `index` (same embedding size; same
+      checkpoint step when both are known).
+    index: the existing index; not modified.
+    folder: the folder whose files are added.
+    remove_missing: drop records with a stored signature whose file is no
+      longer under `folder` (otherwise they are kept and listed).
+    chunk, progress: as in `index_folder`.
+
+  Returns:
+    (the updated index, an `UpdateReport`).
+  """
+  dim = model.model.embed_dim
+  if len(index) and index.embeddings.shape[1] != dim:
+    raise ValueError(f"the index holds {index.embeddings.shape[1]}-d embeddings; "
+                     f"the model makes {dim}-d ones")
+  if None not in (index.meta.get("step"), model.step) and index.meta["step"] != model.step:
+    raise ValueError(f"the index was embedded at checkpoint step {index.meta['step']}, the "
+                     f"model is at step {model.step}: mixing them would rank two spaces "
+                     "together; re-embed the whole folder instead")
+  rows = {record_id: row for row, record_id in enumerate(index.ids)}
+  files = _folder_files(folder)
+  on_disk = {record_id for record_id, _ in files}
+  to_embed, new, changed, unchanged = [], [], [], 0
+  for record_id, path in files:
+    row = rows.get(record_id)
+    if row is not None and index.attributes[row].get("file") == file_signature(path):
+      unchanged += 1
+      continue
+    (new if row is None else changed).append(record_id)
+    to_embed.append((record_id, path))
+  skipped = []
+  embedded = _index(model, _decoded(to_embed, skipped), chunk, {}, progress)
+  unreadable = {os.path.relpath(path, folder) for path, _ in skipped}
+  new = [i for i in new if i not in unreadable]
+  changed = [i for i in changed if i not in unreadable]
+  missing = [i for i, a in zip(index.ids, index.attributes) if "file" in a and i not in on_disk]
+  removed = missing if remove_missing else []
+  dropped = set(removed)
+
+  ids, attributes, embeddings = [], [], index.embeddings.copy()
+  keep = np.ones(len(index), bool)
+  fresh = dict(zip(embedded.ids, zip(embedded.embeddings, embedded.attributes)))
+  for row, record_id in enumerate(index.ids):
+    if record_id in dropped:
+      keep[row] = False
+      continue
+    attribute = index.attributes[row]
+    if record_id in fresh:  # changed: a new embedding, the old attributes updated
+      embeddings[row], file_attributes = fresh.pop(record_id)
+      attribute = {**attribute, **file_attributes}
+    ids.append(record_id)
+    attributes.append(attribute)
+  appended = [record_id for record_id in new if record_id in fresh]
+  updated = library_index.LibraryIndex(
+      ids=ids + appended,
+      embeddings=np.concatenate([embeddings[keep].reshape(-1, dim)]
+                                + [fresh[i][0][None] for i in appended]).astype(np.float32),
+      attributes=attributes + [fresh[i][1] for i in appended],
+      meta={**index.meta, "step": model.step if model.step is not None
+            else index.meta.get("step"),
+            "updated_from": folder})
+  report = UpdateReport(new=new, changed=changed, unchanged=unchanged, removed=removed,
+                        missing=[] if remove_missing else missing, skipped=skipped)
+  return updated, report

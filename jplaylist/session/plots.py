@@ -51,6 +51,12 @@ _EXTRA_COLOURS = ("#bcbd22", "#17becf", "#1a237e", "#e6ab02", "#7f0000", "#66a61
 _VARIANT_DASHES = ("--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)),
                    (0, (8, 2, 2, 2)), (0, (4, 2, 1, 2)), (0, (10, 3)), (0, (2, 3)))
 _MARKERS = (None, "o", "s", "^", "v", "D", "x", "+")
+# The study's ablations of adaptive (`protocol.ABLATIONS`; not imported, it
+# imports jax) and sweep variants in general carry markers as well as dashes:
+# dashes alone (dotted against densely dotted) are hard to tell apart.
+_KNOWN_VARIANTS = {"no_refit": ("--", "o"), "equal_weights": (":", "s"),
+                   "no_recency": ("-.", "^"), "no_cold_start": ((0, (8, 2, 2, 2)), "v"),
+                   "no_fusion": ((0, (1, 1)), "D")}
 _WIDTH = {"learner": 1.9, "variant": 1.4, "baseline": 1.2}
 
 _PANELS = {  # metric -> (title, y label)
@@ -76,7 +82,8 @@ class LineStyle:
   def kwargs(self) -> dict:
     """Keyword arguments of `Axes.plot`."""
     return dict(color=self.color, linestyle=self.linestyle, linewidth=self.linewidth,
-                marker=self.marker, markersize=3.5, zorder=2 if self.muted else 3)
+                marker=self.marker, markersize=3.5, markevery=0.08,
+                zorder=2 if self.muted else 3)
 
 
 def split_name(name: str) -> tuple[str, str | None]:
@@ -142,6 +149,7 @@ def styles(names: Sequence[str]) -> dict[str, LineStyle]:
     muted = base in _BASELINE_STYLES
     own_dash = _BASELINE_STYLES[base][1] if muted else "-"
     for variant in sorted(families[base], key=lambda v: (v is not None, v or "")):
+      markers = _MARKERS
       if variant is None:
         width = _WIDTH["baseline" if muted else "learner"]
         dashes = (own_dash,) + _VARIANT_DASHES
@@ -149,7 +157,12 @@ def styles(names: Sequence[str]) -> dict[str, LineStyle]:
         width = _WIDTH["baseline" if muted else "variant"]
         start = _hash(variant) % len(_VARIANT_DASHES)
         dashes = _VARIANT_DASHES[start:] + _VARIANT_DASHES[:start]
-      choice = next(((dash, marker) for marker in _MARKERS for dash in dashes
+        first = _MARKERS[1 + _hash(variant) % (len(_MARKERS) - 1)]
+        if variant in _KNOWN_VARIANTS:
+          dash, first = _KNOWN_VARIANTS[variant]
+          dashes = (dash,) + tuple(d for d in dashes if d != dash)
+        markers = (first,) + tuple(m for m in _MARKERS if m != first)
+      choice = next(((dash, marker) for marker in markers for dash in dashes
                      if (colour[base], repr(dash), marker) not in taken), None)
       if choice is None:
         raise ValueError(f"too many variants of {base!r} to draw apart: {families[base]}")

@@ -224,6 +224,19 @@ def held_out(world: simulator.World, plan: simulator.SessionPlan, spec: study.St
   return study.run(world, plan, spec, rng, variants=variants, log=log)
 
 
+def unchanged_ablations(params: strategies_lib.StrategyParams, ablations: Sequence[str]
+                        ) -> list[str]:
+  """The ablations that leave `params` as they are (tuning already switched the
+  component off, e.g. chose no recency decay): their rows equal the method."""
+  same = []
+  for name in ablations:
+    ablated = params.with_values(**ABLATIONS[name][1](params))
+    if all(bool(np.array_equal(a, b)) for a, b in zip(jax.tree.leaves(params),
+                                                      jax.tree.leaves(ablated))):
+      same.append(name)
+  return same
+
+
 def compare(results: dict, names: Sequence[str], *, ablations: Sequence[str] = (),
             baseline: str | None = "initial", num_resamples: int = 2000, seed: int = 0
             ) -> dict:
@@ -258,6 +271,36 @@ def compare(results: dict, names: Sequence[str], *, ablations: Sequence[str] = (
       ablations=summary_lib.paired_rows(results, names, ablation_pairs,
                                         ("listen_rate", "skip_rate"), **kwargs),
       claims=claims(results, names, **kwargs))
+
+
+def default_check(section: Mapping, default: str = strategies_lib.DEFAULT_STRATEGY) -> dict:
+  """Whether the library's default strategy won this held-out comparison.
+
+  Issue 17's bar: the default has the best held-out listen rate of all
+  non-oracle strategies, and the paired CI of its difference against the
+  runner-up excludes zero.
+
+  Args:
+    section: `compare`'s output with "names".
+    default: the library's default (`strategies.DEFAULT_STRATEGY`).
+
+  Returns:
+    {"default", "in_study", "top", "runner_up", "ranking" (non-oracle, best
+    first), "rank" and "adaptive_rank" (1-based, None if not run), "wins",
+    "clear" (wins, CI vs the runner-up above 0), "row" (its listen-rate row)}.
+  """
+  table = section["summary"]["metrics"]["listen_rate"]["strategies"]
+  ranking = sorted((n for n in section["names"] if "[" not in n and n != "oracle"
+                    and table.get(n, {}).get("mean") is not None),
+                   key=lambda n: -table[n]["mean"])
+  row = next((r for r in section["comparison"] if r["a"] == default
+              and r["metric"] == "listen_rate"), None)
+  wins = bool(ranking) and ranking[0] == default
+  clear = wins and row is not None and row["lo"] is not None and row["lo"] > 0
+  rank = lambda name: ranking.index(name) + 1 if name in ranking else None
+  return dict(default=default, in_study=default in ranking, top=section["top"],
+              runner_up=section["runner_up"], ranking=ranking, rank=rank(default),
+              adaptive_rank=rank("adaptive"), wins=wins, clear=bool(clear), row=row)
 
 
 # ------------------------------------------------------------------ from a config
@@ -321,7 +364,11 @@ def run_protocol(config, world: simulator.World, log: Callable[[str], None] = pr
       tuning={s: {k: v for k, v in entry.items() if k != "params"}
               for s, entry in chosen.items()},
       ablation_info={a: ABLATIONS[a][0] for a in config.ablations},
+      ablations_unchanged=(unchanged_ablations(chosen["adaptive"]["params"],
+                                               tuple(config.ablations))
+                           if "adaptive" in chosen else []),
       seconds=results["seconds"], requests=simulator.request_texts(world.prototypes))
+  section["default_check"] = default_check(section)
   return section, results
 
 

@@ -151,6 +151,32 @@ def _row_cell(row: Mapping | None) -> str:
   return _interval(row["diff"], row["lo"], row["hi"], signed=True) + _star(row["lo"], row["hi"])
 
 
+def default_lines(check: Mapping | None) -> list[str]:
+  """Whether the library's default strategy won (`protocol.default_check`)."""
+  if not check:
+    return []
+  default = check["default"]
+  head = f"Library default strategy (`strategies.DEFAULT_STRATEGY`): **{default}**. "
+  if not check["in_study"]:
+    return [head + "It was not run in this study."]
+  row = check["row"]
+  versus = (f"{_interval(row['diff'], row['lo'], row['hi'], signed=True)} against {row['b']}"
+            if row else "no comparison row")
+  if check["clear"]:
+    verdict = f"It wins: the best held-out listen rate, {versus}, the CI excluding 0."
+  elif check["wins"]:
+    verdict = (f"It has the best held-out listen rate, but {versus}: the CI does not "
+               "exclude 0, so the win is not shown.")
+  else:
+    verdict = (f"It does not win: it ranks {check['rank']} of {len(check['ranking'])} "
+               f"non-oracle strategies; {check['top']} is best ({default} {versus}).")
+  patent = ""
+  if check["adaptive_rank"] is not None and check["top"] != "adaptive":
+    patent = (f" The patent's adaptive classifier is not the winner here: it ranks "
+              f"{check['adaptive_rank']}.")
+  return [head + verdict + patent]
+
+
 def protocol_lines(label: str, section: Mapping) -> list[str]:
   """One listener model's part of the report (a `protocol.run_protocol` section)."""
   summary = section["summary"]
@@ -196,6 +222,7 @@ def protocol_lines(label: str, section: Mapping) -> list[str]:
     lines.append(f"| {name} | {_entry(section, 'listen_rate', name)} | "
                  f"{_entry(section, 'skip_rate', name)} | {_entry(section, 'auc', name)} | "
                  f"{_row_cell(row)}{against} | {share_text} |")
+  lines += [""] + default_lines(section.get("default_check"))
   if section["ablations"]:
     lines += ["", f"### Ablations of adaptive (held-out, [{level} CI])", "",
               "Each row switches one patent component off in the chosen setting; "
@@ -203,12 +230,23 @@ def protocol_lines(label: str, section: Mapping) -> list[str]:
               "| ablation | switched off | listen rate | listen-rate diff | skip-rate diff |",
               "|---|---|---|---|---|"]
     by_pair = {(r["a"], r["metric"]): r for r in section["ablations"]}
+    unchanged = section.get("ablations_unchanged", [])
     for name, about in section.get("ablation_info", {}).items():
       variant = f"adaptive[{name}]"
+      if name in unchanged:
+        lines.append(f"| {variant} | {about} | same as the method | no effect to measure: "
+                     "tuning already chose this component off | |")
+        continue
       listen = by_pair.get((variant, "listen_rate"))
       lines.append(f"| {variant} | {about} | {_entry(section, 'listen_rate', variant)} | "
                    f"{_row_cell(listen)} | {_row_cell(by_pair.get((variant, 'skip_rate')))} |")
-  lines += [""] + claims_markdown(section.get("claims", []), "###")
+  unchanged = {f"adaptive[{a}]" for a in section.get("ablations_unchanged", [])}
+  claims = [r for r in section.get("claims", []) if r["against"] not in unchanged]
+  lines += [""] + claims_markdown(claims, "###")
+  skipped = sorted({r["against"] for r in section.get("claims", [])} & unchanged)
+  if skipped:
+    lines += ["", f"Claims against {', '.join(skipped)} are not measured: tuning chose that "
+              "component off, so the variant is the method itself."]
   return lines
 
 
@@ -234,6 +272,13 @@ def write_protocol_markdown(summary: Mapping, plots: Mapping[str, Mapping[str, s
            f"percentile bootstrap CI over sessions, {first['num_resamples']} resamples]. "
            "Adaptation delays average over mood switches; one that never ends within its "
            "segment counts as the segment's length (censored).", ""]
+  checks = {label: section.get("default_check") for label, section in models.items()}
+  if all(checks.values()):
+    default = next(iter(checks.values()))["default"]
+    clear = [label for label, check in checks.items() if check["clear"]]
+    lines += [f"Library default strategy: **{default}**. It wins, with the paired 95% CI "
+              f"against the runner-up excluding 0, under {len(clear)} of {len(checks)} "
+              f"listener models" + (f" ({', '.join(clear)})." if clear else "."), ""]
   for label, section in models.items():
     lines += protocol_lines(label, section)
     lines += ["", f"### All metrics, held out ({label})", ""]

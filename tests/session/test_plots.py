@@ -10,6 +10,7 @@ from scipy import stats
 from jplaylist.session import bands as bands_lib
 from jplaylist.session import metrics
 from jplaylist.session import plots
+from jplaylist.session import protocol
 from jplaylist.session import strategies
 from jplaylist.session import study
 
@@ -50,6 +51,12 @@ def test_styles_distinct_and_stable():
     assert full[variant].linestyle != full["adaptive"].linestyle
     assert full[variant].linewidth < full["adaptive"].linewidth
   assert plots.styles(["knn[k=5]"])["knn[k=5]"].color == full["knn"].color
+  # The study's five ablations: each its own dash and its own marker, so two
+  # variants are never told apart by dash density alone.
+  ablations = [f"adaptive[{a}]" for a in protocol.ABLATIONS]
+  drawn = plots.styles(["adaptive"] + ablations)
+  assert len({repr(drawn[a].linestyle) for a in ablations}) == len(ablations)
+  assert len({drawn[a].marker for a in ablations} - {None}) == len(ablations)
   # Sixteen names the library does not know are still drawn apart.
   unknown = plots.styles([f"strategy {s}" for s in range(16)])
   assert len({_key(s) for s in unknown.values()}) == 16

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from jplaylist.session import protocol
+from jplaylist.session import report as session_report
 from jplaylist.session import simulator
 from jplaylist.session import strategies
 from jplaylist.session import study
@@ -194,3 +195,43 @@ def test_choice_is_the_tuning_argmax_and_figures_come_from_held_out(world_and_pl
   np.testing.assert_allclose(section["gain_shares"]["knn"]["share"], gain, rtol=1e-5)
   with pytest.raises(ValueError, match="unknown ablations \\['no_text'\\]"):
     protocol.held_out(world, held, spec, jax.random.key(4), chosen, ablations=("no_text",))
+
+
+def test_default_check_against_the_ranking(fake_results):
+  section = protocol.compare(fake_results, NAMES, num_resamples=200)
+  section["names"] = NAMES
+  listen = fake_results["served_prob"].mean(axis=(1, 2))
+  ranking = [NAMES[s] for s in np.argsort(-listen) if NAMES[s] in ("initial", "knn",
+                                                                    "adaptive")]
+  check = protocol.default_check(section, default="adaptive")
+  assert check["ranking"] == ranking and ranking[0] == "adaptive"
+  assert check["wins"] and check["rank"] == 1 and check["adaptive_rank"] == 1
+  # Adaptive is 0.07 above knn on 60 x 12 events: the CI excludes 0.
+  assert check["row"]["b"] == "knn" and check["row"]["lo"] > 0 and check["clear"]
+  lost = protocol.default_check(section, default="knn")
+  assert not lost["wins"] and not lost["clear"] and lost["rank"] == 2
+  assert lost["row"]["b"] == "adaptive" and lost["row"]["diff"] < 0
+  absent = protocol.default_check(section, default="linucb")
+  assert not absent["in_study"] and absent["rank"] is None and not absent["clear"]
+  # The report says which, in words.
+  text = " ".join(session_report.default_lines(check))
+  assert "**adaptive**" in text and "It wins" in text
+  text = " ".join(session_report.default_lines(lost))
+  assert "does not win: it ranks 2 of 3" in text and "adaptive is best" in text
+  assert "not run" in " ".join(session_report.default_lines(absent))
+  assert strategies.DEFAULT_STRATEGY in strategies.STRATEGIES
+  default = strategies.default_params()
+  assert strategies.DEFAULT_OVERRIDES
+  for field, value in strategies.DEFAULT_OVERRIDES.items():
+    assert field in strategies.sweepable_fields(strategies.DEFAULT_STRATEGY)
+    assert float(getattr(default, field)) == np.float32(value)
+
+
+def test_ablations_that_tuning_already_chose_are_flagged():
+  decayed = strategies.StrategyParams.create(recency_decay=0.85, mix_weight=0.5)
+  assert protocol.unchanged_ablations(decayed, tuple(protocol.ABLATIONS)) == []
+  no_decay = decayed.with_values(recency_decay=1.0)
+  assert protocol.unchanged_ablations(no_decay, tuple(protocol.ABLATIONS)) == ["no_recency"]
+  # Time decay on: removing it is a change, so the row is measured.
+  timed = no_decay.with_values(time_half_life_s=600.0)
+  assert protocol.unchanged_ablations(timed, ("no_recency",)) == []
