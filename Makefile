@@ -34,9 +34,11 @@ demo: $(STAMP)
 	$(PY) -m launch.simulate --config=configs/session_study.py:library=demo \
 	    --config.library.index=$(WORKDIR)/library.npz --config.library.text_workdir=$(WORKDIR) \
 	    --output_dir=$(WORKDIR)/study
+	@echo "Play the demo library in a terminal: $(PY) -m launch.play --workdir=$(WORKDIR) --index=$(WORKDIR)/library.npz --text='solo flute'"
+	@echo "Or in a browser: $(PY) -m launch.serve --workdir=$(WORKDIR), then open http://127.0.0.1:8000/"
 
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 bench-pipeline: $(STAMP)
 	$(PY) -m bench.pipeline --data_dir=$(DATA_DIR)

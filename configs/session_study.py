@@ -88,7 +88,7 @@ def get_config(arg: str | None = None):
       adaptive_mlp=dict(mlp_after=(4.0, 12.0, 1e9)),
       knn=dict(knn_negative=(0.0, 0.5, 1.0)),
       knn_examples=dict(knn_k=(1.0, 5.0), knn_negative=(0.5, 1.0)),
-      linucb=dict(ucb_alpha=(0.0, 0.1, 0.5)),
+      linucb=dict(ucb_alpha=(0.0, 0.1, 0.5), ucb_label_offset=(0.0, 0.5)),
       thompson=dict(thompson_scale=(0.1, 0.3, 1.0)),
   ))
   # Held-out ablations of adaptive's chosen setting (protocol.ABLATIONS).

@@ -287,7 +287,8 @@ def default_check(section: Mapping, default: str = strategies_lib.DEFAULT_STRATE
   Returns:
     {"default", "in_study", "top", "runner_up", "ranking" (non-oracle, best
     first), "rank" and "adaptive_rank" (1-based, None if not run), "wins",
-    "clear" (wins, CI vs the runner-up above 0), "row" (its listen-rate row)}.
+    "clear" (wins, CI vs the runner-up above 0), "row" (its listen-rate row),
+    "settings_differ" (field -> (default setting, tuned setting))}.
   """
   table = section["summary"]["metrics"]["listen_rate"]["strategies"]
   ranking = sorted((n for n in section["names"] if "[" not in n and n != "oracle"
@@ -298,9 +299,18 @@ def default_check(section: Mapping, default: str = strategies_lib.DEFAULT_STRATE
   wins = bool(ranking) and ranking[0] == default
   clear = wins and row is not None and row["lo"] is not None and row["lo"] > 0
   rank = lambda name: ranking.index(name) + 1 if name in ranking else None
+  tuned = dict(section.get("tuning", {}).get(default, {}).get("overrides", {}))
+  # The run reports the strategy at its tuned setting; say where the
+  # library's default settings differ from it.
+  defaults = (strategies_lib.DEFAULT_OVERRIDES if default == strategies_lib.DEFAULT_STRATEGY
+              else {})
+  differ = {f: (float(defaults.get(f, getattr(strategies_lib.StrategyParams, f))), v)
+            for f, v in tuned.items() if f in strategies_lib.StrategyParams.__dataclass_fields__
+            and float(defaults.get(f, getattr(strategies_lib.StrategyParams, f))) != float(v)}
   return dict(default=default, in_study=default in ranking, top=section["top"],
               runner_up=section["runner_up"], ranking=ranking, rank=rank(default),
-              adaptive_rank=rank("adaptive"), wins=wins, clear=bool(clear), row=row)
+              adaptive_rank=rank("adaptive"), wins=wins, clear=bool(clear), row=row,
+              settings_differ=differ)
 
 
 # ------------------------------------------------------------------ from a config
@@ -479,22 +489,3 @@ def claims(results: dict, names: Sequence[str], *, num_resamples: int = 2000,
                                                 weights=values.weights)[0],
                 "difference": diff, "lo": lo, "hi": hi})
   return out
-
-
-def headline(summary: dict, strategies: Sequence[str] | None = None) -> list[str]:
-  """Per listener model: held-out skip and listen rate per strategy, with 95% CIs."""
-  lines = []
-  for model, section in summary["models"].items():
-    table = section["summary"]["metrics"]
-    order = strategies or [n for n in section["names"] if "[" not in n]
-    lines.append(f"listener model {model}: best {section['top']}, runner-up "
-                 f"{section['runner_up']} (held-out listen rate)")
-    for name in order:
-      parts = []
-      for metric, label in (("skip_rate", "skip rate"), ("listen_rate", "listen rate")):
-        entry = table.get(metric, {}).get("strategies", {}).get(name)
-        if entry and entry["mean"] is not None:
-          parts.append(f"{label} {entry['mean']:.3f} [{entry['lo']:.3f}, {entry['hi']:.3f}]")
-      if parts:
-        lines.append(f"{name}: " + ", ".join(parts))
-  return lines

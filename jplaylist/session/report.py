@@ -174,6 +174,11 @@ def default_lines(check: Mapping | None) -> list[str]:
   if check["adaptive_rank"] is not None and check["top"] != "adaptive":
     patent = (f" The patent's adaptive classifier is not the winner here: it ranks "
               f"{check['adaptive_rank']}.")
+  differ = check.get("settings_differ") or {}
+  if differ:
+    patent += (" It ran at its tuned setting, which differs from the library's default "
+               "settings: " + ", ".join(f"{f} {tuned:g} (default {default_value:g})"
+                                        for f, (default_value, tuned) in differ.items()) + ".")
   return [head + verdict + patent]
 
 
@@ -276,7 +281,8 @@ def write_protocol_markdown(summary: Mapping, plots: Mapping[str, Mapping[str, s
   if all(checks.values()):
     default = next(iter(checks.values()))["default"]
     clear = [label for label, check in checks.items() if check["clear"]]
-    lines += [f"Library default strategy: **{default}**. It wins, with the paired 95% CI "
+    lines += [f"Library default strategy: **{default}**. It wins, with the paired "
+              f"{first['confidence']:.0%} CI "
               f"against the runner-up excluding 0, under {len(clear)} of {len(checks)} "
               f"listener models" + (f" ({', '.join(clear)})." if clear else "."), ""]
   for label, section in models.items():
@@ -288,3 +294,22 @@ def write_protocol_markdown(summary: Mapping, plots: Mapping[str, Mapping[str, s
       lines += ["", f"### Plots ({label})", ""] + plot_lines
     lines.append("")
   return _write(lines, path)
+
+
+def headline(summary: dict, strategies: Sequence[str] | None = None) -> list[str]:
+  """Per listener model: held-out skip and listen rate per strategy, with 95% CIs."""
+  lines = []
+  for model, section in summary["models"].items():
+    table = section["summary"]["metrics"]
+    order = strategies or [n for n in section["names"] if "[" not in n]
+    lines.append(f"listener model {model}: best {section['top']}, runner-up "
+                 f"{section['runner_up']} (held-out listen rate)")
+    for name in order:
+      parts = []
+      for metric, label in (("skip_rate", "skip rate"), ("listen_rate", "listen rate")):
+        entry = table.get(metric, {}).get("strategies", {}).get(name)
+        if entry and entry["mean"] is not None:
+          parts.append(f"{label} {entry['mean']:.3f} [{entry['lo']:.3f}, {entry['hi']:.3f}]")
+      if parts:
+        lines.append(f"{name}: " + ", ".join(parts))
+  return lines

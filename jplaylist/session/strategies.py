@@ -86,6 +86,10 @@ class StrategyParams:
   reject_taste_rate: jax.Array = 0.002  # ... per rejected track (weak)
   ucb_alpha: jax.Array = 1.0          # LinUCB exploration bonus
   ucb_ridge: jax.Array = 1.0          # LinUCB ridge
+  # LinUCB regresses on label - offset. At 0 a negative example only explains
+  # away positives (alone, it leaves every score at 0); at 0.5 it pushes its
+  # neighbours down as a positive one pulls them up.
+  ucb_label_offset: jax.Array = 0.0
   thompson_scale: jax.Array = 1.0     # Laplace posterior scale
   mlp_after: jax.Array = 12.0         # labelled examples from which adaptive_mlp uses its MLP
   mlp_learning_rate: jax.Array = 0.05  # Adam step of the MLP refits
@@ -131,6 +135,7 @@ PARAM_BOUNDS = {"C": _POSITIVE, "handover_at": _NON_NEGATIVE, "handover_width": 
                 "mix_weight": (0.0, 1.0, True), "mix_half_life": _POSITIVE,
                 "taste_rate": _NON_NEGATIVE, "reject_taste_rate": _NON_NEGATIVE,
                 "ucb_alpha": _NON_NEGATIVE, "ucb_ridge": _POSITIVE,
+                "ucb_label_offset": (0.0, 1.0, True),
                 "thompson_scale": _NON_NEGATIVE, "mlp_after": _NON_NEGATIVE,
                 "mlp_learning_rate": _POSITIVE}
 
@@ -143,7 +148,7 @@ _OWN_FIELDS = {
     "classifier": ("C",),
     "knn": ("knn_negative",),
     "knn_examples": ("knn_k", "knn_negative"),
-    "linucb": ("ucb_alpha", "ucb_ridge"),
+    "linucb": ("ucb_alpha", "ucb_ridge", "ucb_label_offset"),
     "thompson": ("C", "thompson_scale"),
 }
 
@@ -390,6 +395,7 @@ def mix_weight(history: examples.History, params: StrategyParams):
 def _linucb(state: State, weights, params: StrategyParams, cand):
   """Weighted ridge regression on y with an upper confidence bonus, in T-space.
 
+  y = label - ucb_label_offset.
   A = ridge I + X^T W X; theta = A^-1 X^T W y; bonus = alpha sqrt(c^T A^-1 c),
   A^-1 = (I - X^T S (ridge I + S K S)^-1 S X) / ridge with S = W^1/2.
   """
@@ -401,7 +407,7 @@ def _linucb(state: State, weights, params: StrategyParams, cand):
   # One solve for both right-hand sides; logreg.spd_solve keeps LAPACK
   # batches small (larger ones can deadlock jaxlib 0.10 on several CPU devices).
   solved = logreg.spd_solve(system, jnp.concatenate(
-      [(root * history.label)[:, None], projected.T], axis=1))
+      [(root * (history.label - params.ucb_label_offset))[:, None], projected.T], axis=1))
   # theta = X^T S (ridge I + S K S)^-1 S y  (push-through identity).
   theta = (root * solved[:, 0]) @ history.x
   quad = jnp.sum(cand * cand, axis=1) - jnp.sum(projected * solved[:, 1:].T, axis=1)

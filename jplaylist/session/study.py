@@ -394,6 +394,6 @@ def run_from_config(config, output_dir: str, log: Callable[[str], None] = print
 
 
 def headline(summary: dict, strategies: Sequence[str] | None = None) -> list[str]:
-  """Held-out skip and listen rates per model and strategy (`protocol.headline`)."""
-  from jplaylist.session import protocol  # pylint: disable=g-import-not-at-top
-  return protocol.headline(summary, strategies)
+  """Held-out skip and listen rates per model and strategy (`report.headline`)."""
+  from jplaylist.session import report  # pylint: disable=g-import-not-at-top
+  return report.headline(summary, strategies)

@@ -188,6 +188,7 @@ _CHANGED = {"text_weight": 0.25, "like_weight": 0.25, "listen_weight": 0.25,
             "time_half_life_s": 30.0, "C": 0.1, "handover_at": 1.0, "handover_width": 0.5,
             "knn_negative": 2.0, "knn_k": 1.0, "mix_weight": 0.9, "mix_half_life": 1.0,
             "taste_rate": 0.5, "reject_taste_rate": 0.3, "ucb_alpha": 3.0, "ucb_ridge": 0.1,
+            "ucb_label_offset": 0.5,
             "thompson_scale": 3.0, "mlp_after": 100.0, "mlp_learning_rate": 0.5}
 
 

@@ -219,6 +219,18 @@ def test_default_check_against_the_ranking(fake_results):
   text = " ".join(session_report.default_lines(lost))
   assert "does not win: it ranks 2 of 3" in text and "adaptive is best" in text
   assert "not run" in " ".join(session_report.default_lines(absent))
+  assert check["settings_differ"] == {}  # no tuning in this section
+  # A run reports a strategy at its tuned setting: the report says where the
+  # library's default settings differ from it.
+  section["tuning"] = {"knn": {"overrides": {"knn_negative": 1.0}},
+                       strategies.DEFAULT_STRATEGY: {"overrides": dict(
+                           strategies.DEFAULT_OVERRIDES)}}
+  tuned = protocol.default_check(section, default="knn")
+  assert tuned["settings_differ"] == {
+      "knn_negative": (float(strategies.StrategyParams.knn_negative), 1.0)}
+  assert "knn_negative 1 (default 0.5)" in " ".join(session_report.default_lines(tuned))
+  same = protocol.default_check(section)  # the default strategy at its default settings
+  assert same["settings_differ"] == {}
   assert strategies.DEFAULT_STRATEGY in strategies.STRATEGIES
   default = strategies.default_params()
   assert strategies.DEFAULT_OVERRIDES

@@ -116,6 +116,11 @@ def test_linucb_equals_the_direct_d_by_d_computation():
   theta = np.linalg.solve(a, x.T @ (w * y))
   bonus = 0.7 * np.sqrt(np.einsum("nd,nd->n", cand, np.linalg.solve(a, cand.T).T))
   np.testing.assert_allclose(scores, cand @ theta + bonus, atol=1e-4)
+  # Centred labels: regression on y - 0.5, so a negative example pushes away.
+  centred, _ = strategies.score("linucb", state, params.with_values(ucb_label_offset=0.5), cand,
+                                strategies.candidate_stats(cand), step, 0.0, jax.random.key(0))
+  theta = np.linalg.solve(a, x.T @ (w * (y - 0.5)))
+  np.testing.assert_allclose(centred, cand @ theta + bonus, atol=1e-4)
 
 
 def test_taste_moves_towards_listens_and_only_weakly_away_from_skips():
