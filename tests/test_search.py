@@ -188,7 +188,7 @@ def _recall(got_rows, exact_rows):
 def one_faiss_thread():
   # Tiny indexes: OpenMP's start-up costs more than it saves, and on a busy
   # machine its spinning threads make a 4000-row build take seconds.
-  faiss = pytest.importorskip("faiss")  # faiss-cpu is in requirements.txt
+  import faiss  # pylint: disable=g-import-not-at-top  (faiss-cpu: requirements.txt)
   threads = faiss.omp_get_max_threads()
   faiss.omp_set_num_threads(1)
   yield
