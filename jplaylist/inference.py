@@ -229,19 +229,6 @@ def index_dataset(model: Model, dataset_path: str, splits: Sequence[str] = ("tes
                 progress)
 
 
-def _folder_files(folder: str) -> list[tuple[str, str]]:
-  """(id, path) of the audio files under `folder`, ids relative paths, sorted."""
-  if not os.path.isdir(folder):
-    raise FileNotFoundError(f"not a folder: {folder}")
-  found = []
-  for root, _, files in sorted(os.walk(folder)):
-    for name in sorted(files):
-      if name.lower().endswith(audio_io.AUDIO_EXTENSIONS):
-        path = os.path.join(root, name)
-        found.append((os.path.relpath(path, folder), path))
-  return found
-
-
 def file_signature(path: str) -> dict[str, int]:
   """What tells a changed file: size and modification time (ns), as make and
   rsync judge. Hashing the content would read the whole library on every
@@ -274,7 +261,7 @@ def index_folder(model: Model, folder: str, *, chunk: int = 32, progress: bool =
     (index, [(path, reason)] of files that could not be read).
   """
   skipped = []
-  index = _index(model, _decoded(_folder_files(folder), skipped), chunk,
+  index = _index(model, _decoded(audio_io.audio_files(folder), skipped), chunk,
                  {"source": folder}, progress)
   return index, skipped
 
@@ -341,7 +328,7 @@ def update_index(model: Model, index: library_index.LibraryIndex, folder: str, *
                      f"model is at step {model.step}: mixing them would rank two spaces "
                      "together; re-embed the whole folder instead")
   rows = {record_id: row for row, record_id in enumerate(index.ids)}
-  files = _folder_files(folder)
+  files = audio_io.audio_files(folder)
   on_disk = {record_id for record_id, _ in files}
   to_embed, new, changed, unchanged = [], [], [], 0
   for record_id, path in files:

@@ -21,6 +21,16 @@ import soxr
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 
+
+def audio_files(folder: str) -> list[tuple[str, str]]:
+  """(id, path) of the audio files under `folder`, sorted; an id is the path
+  relative to `folder` (the ids of a folder index)."""
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"not a folder: {folder}")
+  return [(os.path.relpath(os.path.join(root, name), folder), os.path.join(root, name))
+          for root, _, names in sorted(os.walk(folder)) for name in sorted(names)
+          if name.lower().endswith(AUDIO_EXTENSIONS)]
+
 # Reasons a file is rejected, in the order the checks run.
 REASONS = (
     "unreadable",     # the decoder could not open or decode the file

@@ -157,9 +157,7 @@ class FolderAudio(_Cached):
 
   def ids(self) -> list[str]:
     """Every audio file under the folder, as a relative path."""
-    return [os.path.relpath(os.path.join(root, name), self.folder)
-            for root, _, names in sorted(os.walk(self.folder)) for name in sorted(names)
-            if name.lower().endswith(audio_io.AUDIO_EXTENSIONS)]
+    return [track for track, _ in audio_io.audio_files(self.folder)]
 
   def _read(self, track_id: str) -> bytes:
     path = self.path_of(track_id)
