@@ -11,6 +11,7 @@ in the simulator needs them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import flax.struct
@@ -37,6 +38,11 @@ class LibraryInfo:
   """
   ids: tuple[str, ...]
   attributes: dict[str, np.ndarray]
+
+  @functools.cached_property
+  def row_of(self) -> dict[str, int]:
+    """id -> row, built once per library and shared by every session over it."""
+    return {track: row for row, track in enumerate(self.ids)}
 
 
 @flax.struct.dataclass

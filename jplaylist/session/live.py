@@ -173,7 +173,7 @@ class LiveSession:
     self.strategy, self.num_newton = strategy, int(num_newton)
     self.params = strategies.default_params() if params is None else params
     self.skip_threshold, self.majority = float(skip_threshold), float(majority)
-    self._index = {track: i for i, track in enumerate(self.library.info.ids)}
+    self._index = self.library.info.row_of  # built once per library, not per session
     dim = self.library.embeddings.shape[1]
     if candidates is None:
       self.candidates, self._cand = None, np.arange(self.library.num_tracks)
