@@ -1,11 +1,12 @@
 r"""Training step throughput: steps/s and achieved FLOP/s of whole configs.
 
   python -m bench.train_step                                   # demo + full sizes
-  python -m bench.train_step --configs=configs/demo.py --batch=32
+  python -m bench.train_step --configs=demo --full_batch=2
 
 Each config's real training step (`trainers.contrastive.make_step_functions`:
 frontend, both towers, sharded loss, optimizer) is jit-compiled on synthetic
-batches of the config's shapes; the FLOP count is XLA's for the compiled step,
+batches of the config's shapes and of the pipeline's format (int16 `audio`,
+int32 `audio_length`); the FLOP count is XLA's for the compiled step,
 and the roofline is the best f32 matmul FLOP/s measured in the same run.
 Full-size configs run at a small batch (`--full_batch`) on a CPU: the patent's
 batches of 5-6K need accelerators.
@@ -49,8 +50,12 @@ def _batch(config, batch_size):
   samples = int(config.input.window_seconds * preset.sample_rate)
   ids = rng.integers(1000, 5000, (batch_size, config.input.max_text_length)).astype(np.int32)
   ids[:, 0] = 101
-  return {"audio": rng.normal(0, 0.1, (batch_size, samples)).astype(np.float32),
-          "audio_mask": np.ones((batch_size, samples), bool), "text_ids": ids,
+  # The pipeline's format (jplaylist/data/pipeline.py): int16 samples at full
+  # scale 32768 and the real length of each row, so the step includes the
+  # on-device int16 -> float32 scaling and the valid-frame mask it builds.
+  audio = np.clip(rng.normal(0, 0.1 * 32768, (batch_size, samples)), -32768, 32767)
+  return {"audio": audio.astype(np.int16),
+          "audio_length": np.full(batch_size, samples, np.int32), "text_ids": ids,
           "text_mask": np.ones_like(ids), "source": np.zeros(batch_size, np.int32)}
 
 

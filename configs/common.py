@@ -49,20 +49,28 @@ def model(*, audio_tower: str = "resnet", audio_variant: str = "50",
   config.audio_tower = audio_tower           # "resnet" | "ast"
   config.audio_variant = audio_variant       # resnet: 50, 18, tiny; ast: base, small, tiny
   config.text_variant = text_variant         # base, minilm-l6, tiny
-  # The frontend follows the tower: 64 mels for the ResNet, 128 for AST.
-  config.frontend = "ast" if audio_tower == "ast" else "resnet"
+  # The frontend follows the tower: 64 Slaney mels for the ResNet; for AST the
+  # normalised Kaldi fbanks AudioSet AST was trained on (runs made before
+  # this used "ast", Slaney dB, which stays available under that name).
+  config.frontend = "ast_kaldi" if audio_tower == "ast" else "resnet"
   config.embed_dim = embed_dim
   config.initial_temperature = initial_temperature
   config.text_dropout = 0.1
   config.train_text_encoder = True
   # Pool the ResNet only over frames of real audio (from the batch's
-  # audio_mask): short clips are no longer diluted by end padding. This one
+  # audio_length): short clips are no longer diluted by end padding. This one
   # changes behaviour against earlier runs; False restores the plain mean.
   config.pool_valid_frames = True
   config.audio_pooling = "mean"              # mean | mean_std | mean_max (ResNet)
   config.audio_onset_channel = False         # ResNet: spectral flux as a 2nd input channel
+  config.audio_key_profiles = 0              # ResNet: k learned key profiles of the pitch classes
+  config.audio_tempo_bands = 0               # ResNet: onset autocorrelation in k lag bands
   config.text_pooling = "cls"                # cls | mean (over real tokens)
   config.train_text_layers = -1              # -1: all; k: only the top k layers
+  # Recompute a whole tower's activations in the backward pass (flax
+  # nn.remat), for one more forward pass; what it saves: bench/remat.py.
+  config.audio_remat = False
+  config.text_remat = False
   config.specaugment = ml_collections.ConfigDict(dict(
       num_time_masks=2, max_time_width=40, num_freq_masks=2, max_freq_width=8))
   return config
@@ -82,6 +90,9 @@ def optimizer(*, learning_rate: float = 5e-5, warmup_steps: int = 0,
   config.weight_decay = weight_decay
   config.grad_clip_norm = 0.0          # 0: no clipping
   config.accumulation_steps = 1        # micro-batches per update
+  # Gradient caching (trainers/grad_cache.py): the towers see B / K examples
+  # at a time, the loss the whole batch; 0 or 1: off. Not with accumulation.
+  config.gradient_cache_microbatches = 0
   # (regex on the parameter path, steps): e.g. (("^text/", 1000),) keeps the
   # text tower frozen for its first 1000 steps.
   config.freeze = ()
@@ -93,7 +104,10 @@ def optimizer(*, learning_rate: float = 5e-5, warmup_steps: int = 0,
 def loss(*, kind: str = "mulan", implementation: str = "gather") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.kind = kind                   # mulan | clip | siglip
-  config.implementation = implementation  # gather | ring (sharded) | plain
+  config.implementation = implementation  # gather | ring (sharded) | plain | chunked
+  # Texts per block of logits: required for chunked; for ring optional
+  # (B_local x chunk_size per device instead of B_local x B_local); 0: none.
+  config.chunk_size = 0
   config.temperature_min = 1e-3        # optional clamp of the learned temperature
   config.temperature_max = 1.0
   config.initial_bias = -10.0          # siglip only
@@ -120,6 +134,9 @@ def training(config: ml_collections.ConfigDict, *, num_train_steps: int,
   # steps: name -> {kind, every, **options} (jplaylist/evaluators/suite.py).
   config.evals = ml_collections.ConfigDict()
   config.max_nonfinite_steps = 10      # consecutive non-finite steps before stopping
+  # A signal to any process stops every process after the same step; the
+  # processes agree on it every this many steps (jplaylist/trainers/preemption.py).
+  config.preemption_check_every = 1
   config.warm_start = ml_collections.ConfigDict(dict(
       text_bert="", audio_ast="", text_workdir="", audio_workdir=""))
   return config

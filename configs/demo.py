@@ -23,17 +23,21 @@ def get_config(arg: str | None = None):
   config.loss = common.loss(kind="clip", implementation="gather")
   config.optimizer = common.optimizer(learning_rate=1e-3, warmup_steps=50,
                                       weight_decay=1e-4)
-  # Chosen on the validation split among four runs (BENCHMARKS.md, "demo
+  # Chosen on the validation split among six runs (BENCHMARKS.md, "demo
   # training options"): mean-pooled MiniLM, only its top 2 layers tuned at a
   # tenth of the learning rate; the audio tower reads spectral flux beside the
-  # log-mel and pools mean and std over valid frames; identical texts in a
-  # batch are not negatives of each other.
+  # log-mel, pools mean and std over valid frames, and joins two clip-level
+  # paths to its pooled features: learned key profiles of the pitch classes
+  # (mode) and the onset envelope's autocorrelation (tempo); identical texts
+  # in a batch are not negatives of each other.
   config.model.text_pooling = "mean"
   config.model.train_text_encoder = True
   config.model.train_text_layers = 2
   config.optimizer.text_learning_rate_scale = 0.1
   config.model.audio_pooling = "mean_std"
   config.model.audio_onset_channel = True
+  config.model.audio_key_profiles = 16
+  config.model.audio_tempo_bands = 24
   config.loss.mask_duplicate_texts = True
   common.training(config, num_train_steps=600, log_every=20,
                   checkpoint_every=200, eval_every=200)

@@ -9,6 +9,12 @@ learning rate 5e-5 (M-ResNet-50) or 4e-5 (M-AST) decayed x0.9 every 40K
 steps, global batch 6144 (M-ResNet-50) or 5120 (M-AST), text sources mixed
 SF:LF:PL:ASET = 2:2:1:1, one random 10-s window per recording. `runlocal`
 shrinks everything so a run finishes in seconds on a CPU.
+
+M-AST reads the "ast_kaldi" front-end (jplaylist/audio/kaldi.py): the
+normalised Kaldi fbanks at 10-ms frames, 1024 per window, that AudioSet AST
+checkpoints were trained on, so `warm_start.audio_ast` imports them with their
+own 12 x 101 position grid. Runs made with the earlier Slaney-dB front-end
+resume with `--config.model.frontend=ast`.
 """
 
 from configs import common

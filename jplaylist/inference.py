@@ -11,9 +11,9 @@ windows' embeddings, as the patent does for 29-s clips. A final partial window
 is kept (zero-padded) when it holds at least `min_last_window` of a window, so
 a 29-s clip uses three windows and a 21-s one two; recordings shorter than one
 window are zero-padded. A model trained with `model.pool_valid_frames=True`
-pools only over frames of real audio, given the pipeline's `audio_mask`; here
-each padded window gets the same mask (False on its padding), so a short clip
-is embedded as training saw it, not diluted by silence. Calls are batched
+pools only over frames of real audio, given the pipeline's `audio_length`;
+here each padded window gets its own length (its real samples), so a short
+clip is embedded as training saw it, not diluted by silence. Calls are batched
 into fixed shapes, so a model compiles once per shape bucket however many
 items a call holds. `index_folder` writes a library index of a folder;
 `update_index` adds a folder's new and changed files to one, embedding only
@@ -134,10 +134,12 @@ class Model:
       return np.zeros((0, self.model.embed_dim), np.float32)
     windows = np.concatenate(per_recording)
     if self.pool_valid_frames:
-      # Padding rows of the last batch get an all-False mask: pooling then
+      # Windows are padded at the end only, so a length says all a mask
+      # would. Padding rows of the last batch get length 0: pooling then
       # falls back to a plain mean for them, and they are trimmed anyway.
+      lengths = np.concatenate(per_recording_masks).sum(axis=1).astype(np.int32)
       embedded = self._batched(lambda chunk: self._audio_fn(self.variables, *chunk),
-                               (windows, np.concatenate(per_recording_masks)))
+                               (windows, lengths))
     else:
       embedded = self._batched(lambda chunk: self._audio_fn(self.variables, chunk), windows)
     counts = [len(w) for w in per_recording]

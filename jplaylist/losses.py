@@ -24,7 +24,9 @@ where the [B, B] logits live:
   axis_name=..., "gather"    inside `jax.shard_map`: local rows against the
                              all-gathered columns, B_local x B per device.
   axis_name=..., "ring"      column blocks travel around the devices with
-                             `ppermute`: B_local x B_local per device.
+                             `ppermute`: B_local x B_local per device, or
+                             B_local x chunk_size with `chunk_size` (each
+                             visiting block folded in column chunks).
 
 Blockwise variants keep running log-sum-exp statistics (`_Stats`) so no
 intermediate needs the whole row or column at once.
@@ -162,37 +164,67 @@ def _plain(za, zt, keys, *, scale, fold_rows, fold_columns):
   return rows, columns
 
 
+def _fold_keys(rows, columns, queries, query_keys, row_ids, zt, key_block, column_start,
+               *, chunk_size, fold_rows, fold_columns):
+  """Folds m keys into the statistics of their queries and of themselves.
+
+  Args:
+    rows: statistics of the n queries (their rows of the logits).
+    columns: statistics of the m keys zt (their columns), as far as known.
+    queries: [n, d] float32 queries, already divided by the temperature.
+    query_keys: [n] text keys of the queries, or None.
+    row_ids: [n] pair ids of the queries.
+    zt: [m, d] keys with pair ids column_start + arange(m).
+    key_block: [m] text keys of zt, or None.
+    column_start: pair id of zt[0].
+    chunk_size: keys per [n, chunk_size] block of logits; None: all m at once.
+
+  Returns:
+    (rows, columns), updated.
+  """
+  def fold_block(rows, columns, start, zt_chunk, key_chunk):
+    logits = _logits(queries, zt_chunk)
+    is_positive = row_ids[:, None] == _pair_ids(start, zt_chunk.shape[0])[None, :]
+    is_excluded = _excluded(query_keys, key_chunk, is_positive)
+    rows = fold_rows(rows, logits, is_positive, is_excluded, key_axis=1)
+    columns = fold_columns(columns, logits, is_positive, is_excluded, key_axis=0)
+    return rows, columns
+
+  size = zt.shape[0]
+  chunk_size = min(chunk_size or size, size)
+  if chunk_size == size:  # One block: the caller decides what to store.
+    return fold_block(rows, columns, column_start, zt, key_block)
+  # Checkpointed so the backward pass recomputes each [n, chunk] block instead
+  # of storing all of them, which would be the whole [n, m] block again.
+  fold = jax.checkpoint(fold_block)
+  num_full = size // chunk_size
+  split = num_full * chunk_size
+  stack = lambda x: x[:split].reshape(num_full, chunk_size, *x.shape[1:])  # noqa: E731
+  tail = lambda x: x[split:]  # noqa: E731
+
+  def step(rows, chunk):
+    start, zt_chunk, key_chunk, column_chunk = chunk
+    return fold(rows, column_chunk, start, zt_chunk, key_chunk)
+
+  # A chunk's column statistics travel with it through the scan: each is
+  # complete after its one visit, so they are scan outputs, not carry.
+  rows, folded = lax.scan(step, rows, (
+      column_start + jnp.arange(num_full) * chunk_size, stack(zt),
+      None if key_block is None else stack(key_block), jax.tree.map(stack, columns)))
+  folded = jax.tree.map(lambda c: c.reshape(-1), folded)
+  if size % chunk_size:  # The remainder is one more, smaller block.
+    rows, last = fold(rows, jax.tree.map(tail, columns), column_start + split, tail(zt),
+                      None if key_block is None else tail(key_block))
+    folded = jax.tree.map(lambda c, l: jnp.concatenate([c, l]), folded, last)
+  return rows, folded
+
+
 def _chunked(za, zt, keys, *, chunk_size, scale, fold_rows, fold_columns):
   """All rows against column chunks; a chunk's column statistics are complete."""
   batch_size = za.shape[0]
-  row_ids = _pair_ids(0, batch_size)
-  queries = scale(za)
-
-  # Checkpointed so the backward pass recomputes each [B, chunk] block instead
-  # of storing all of them, which would be the whole matrix again.
-  @jax.checkpoint
-  def fold(rows, start, zt_chunk, key_chunk):
-    logits = _logits(queries, zt_chunk)
-    is_positive = row_ids[:, None] == _pair_ids(start, zt_chunk.shape[0])[None, :]
-    is_excluded = _excluded(keys, key_chunk, is_positive)
-    rows = fold_rows(rows, logits, is_positive, is_excluded, key_axis=1)
-    columns = fold_columns(_init_stats(zt_chunk.shape[0]), logits, is_positive,
-                           is_excluded, key_axis=0)
-    return rows, columns
-
-  chunk_size = min(chunk_size, batch_size)
-  num_full = batch_size // chunk_size
-  split = num_full * chunk_size
-  full = zt[:split].reshape(num_full, chunk_size, zt.shape[1])
-  full_keys = None if keys is None else keys[:split].reshape(num_full, chunk_size)
-  starts = jnp.arange(num_full) * chunk_size
-  rows, columns = lax.scan(lambda r, x: fold(r, *x), _init_stats(batch_size),
-                           (starts, full, full_keys))
-  columns = jax.tree.map(lambda c: c.reshape(-1), columns)
-  if batch_size % chunk_size:  # The remainder is one more, smaller block.
-    rows, last = fold(rows, split, zt[split:], None if keys is None else keys[split:])
-    columns = jax.tree.map(lambda c, l: jnp.concatenate([c, l]), columns, last)
-  return rows, columns
+  return _fold_keys(_init_stats(batch_size), _init_stats(batch_size), scale(za), keys,
+                    _pair_ids(0, batch_size), zt, keys, 0, chunk_size=chunk_size,
+                    fold_rows=fold_rows, fold_columns=fold_columns)
 
 
 def _gather(za, zt, keys, *, axis_name, scale, fold_rows, fold_columns):
@@ -214,8 +246,13 @@ def _gather(za, zt, keys, *, axis_name, scale, fold_rows, fold_columns):
   return rows, columns
 
 
-def _ring(za, zt, keys, *, axis_name, scale, fold_rows, fold_columns):
-  """Text blocks, with their column statistics, hop one device per step."""
+def _ring(za, zt, keys, *, axis_name, chunk_size, scale, fold_rows, fold_columns):
+  """Text blocks, with their column statistics, hop one device per step.
+
+  Each step folds the visiting [B_local] block in chunks of `chunk_size`
+  texts, so the logits live B_local x chunk_size at a time (None: the whole
+  B_local x B_local block).
+  """
   local = za.shape[0]
   num_devices = lax.axis_size(axis_name)
   me = lax.axis_index(axis_name)
@@ -223,14 +260,15 @@ def _ring(za, zt, keys, *, axis_name, scale, fold_rows, fold_columns):
   to_next = [(k, (k + 1) % num_devices) for k in range(num_devices)]
   queries = scale(za)
 
-  @jax.checkpoint  # Store only each step's inputs, not its [local, local] block.
   def fold(rows, columns, zt_block, key_block, owner):
-    logits = _logits(queries, zt_block)
-    is_positive = row_ids[:, None] == _pair_ids(owner * local, local)[None, :]
-    is_excluded = _excluded(keys, key_block, is_positive)
-    rows = fold_rows(rows, logits, is_positive, is_excluded, key_axis=1)
-    columns = fold_columns(columns, logits, is_positive, is_excluded, key_axis=0)
-    return rows, columns
+    return _fold_keys(rows, columns, queries, keys, row_ids, zt_block, key_block,
+                      owner * local, chunk_size=chunk_size, fold_rows=fold_rows,
+                      fold_columns=fold_columns)
+  if not chunk_size or chunk_size >= local:
+    # Store only each step's inputs, not its [local, local] block. Chunked,
+    # the chunks are checkpointed instead: checkpointing both would compute
+    # every block of logits three times.
+    fold = jax.checkpoint(fold)
 
   def step(carry, hops):
     rows, columns, zt_block, key_block = carry
@@ -268,7 +306,8 @@ def contrastive_loss(*, za: jax.Array, zt: jax.Array, temperature: jax.Array,
       `jax.shard_map`; None for arrays holding the whole batch.
     implementation: "gather" (with axis_name None: the plain loss), "ring"
       (needs axis_name) or "chunked" (needs chunk_size, no axis_name).
-    chunk_size: columns per block for implementation="chunked".
+    chunk_size: columns per block of logits: required for "chunked"; for
+      "ring" optional (None: whole B_local x B_local blocks); not for "gather".
     text_key: [B] integer key per pair (with axis_name: this device's
       [B_local]), equal exactly when two pairs carry the same text (see
       `text_identity_key`): off-diagonal pairs with equal keys are masked out
@@ -303,6 +342,9 @@ def contrastive_loss(*, za: jax.Array, zt: jax.Array, temperature: jax.Array,
                                       or chunk_size < 1):
     raise ValueError("implementation='chunked' needs a positive chunk_size and no "
                      f"axis_name, got chunk_size={chunk_size}, axis_name={axis_name!r}")
+  if chunk_size is not None and (implementation == "gather" or chunk_size < 1):
+    raise ValueError(f"chunk_size={chunk_size}: a positive chunk_size applies to "
+                     f"implementation 'chunked' or 'ring', not {implementation!r}")
 
   temperature = jnp.asarray(temperature, jnp.float32)
   bias = None if bias is None else jnp.asarray(bias, jnp.float32)
@@ -323,8 +365,11 @@ def contrastive_loss(*, za: jax.Array, zt: jax.Array, temperature: jax.Array,
       rows, columns = _plain(za, zt, text_key, **blocks)
   else:
     batch_size = za.shape[0] * lax.axis_size(axis_name)
-    implement = _ring if implementation == "ring" else _gather
-    rows, columns = implement(za, zt, text_key, axis_name=axis_name, **blocks)
+    if implementation == "ring":
+      rows, columns = _ring(za, zt, text_key, axis_name=axis_name, chunk_size=chunk_size,
+                            **blocks)
+    else:
+      rows, columns = _gather(za, zt, text_key, axis_name=axis_name, **blocks)
   total = functools.partial(_global_sum, axis_name=axis_name)
 
   if kind == "clip":
@@ -347,7 +392,8 @@ def contrastive_loss(*, za: jax.Array, zt: jax.Array, temperature: jax.Array,
           total(columns.positive > columns.best_negative) / batch_size,
       "positive_similarity": sum_positive / batch_size,
       "negative_similarity":
-          (sum_all - sum_positive) / max(batch_size * (batch_size - 1), 1),
+          # A float: B (B - 1) overflows int32 from B = 46,341 on.
+          (sum_all - sum_positive) / float(max(batch_size * (batch_size - 1), 1)),
   }
   if bias is not None:
     metrics["bias"] = bias
@@ -362,7 +408,7 @@ def _global_sum(x: jax.Array, axis: int | None = None, *,
 
 
 def make_sharded_loss(mesh: Mesh, *, data_axis: str = "data", kind: str = "clip",
-                      implementation: str = "gather"):
+                      implementation: str = "gather", chunk_size: int | None = None):
   """`contrastive_loss` over global arrays split along `data_axis` of `mesh`.
 
   Args:
@@ -371,6 +417,8 @@ def make_sharded_loss(mesh: Mesh, *, data_axis: str = "data", kind: str = "clip"
     data_axis: the mesh axis holding the batch.
     kind: "mulan", "clip" or "siglip".
     implementation: "gather" or "ring".
+    chunk_size: "ring" only: texts per [B_local, chunk_size] block of logits
+      within each visiting block; None: the whole B_local x B_local block.
 
   Returns:
     loss_fn(za [B, d], zt [B, d], temperature [], bias [] | None = None,
@@ -385,7 +433,7 @@ def make_sharded_loss(mesh: Mesh, *, data_axis: str = "data", kind: str = "clip"
   def per_device(za, zt, temperature, bias, text_key):
     return contrastive_loss(za=za, zt=zt, temperature=temperature, bias=bias, kind=kind,
                             axis_name=data_axis, implementation=implementation,
-                            text_key=text_key)
+                            chunk_size=chunk_size, text_key=text_key)
 
   def loss_fn(za, zt, temperature, bias=None, text_key=None):
     # None is an empty pytree, so one spec serves both cases.

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 
 def initialize_distributed(coordinator_address: str | None = None,
@@ -41,10 +41,14 @@ def initialize_distributed(coordinator_address: str | None = None,
 
 def make_mesh(axes: Sequence[tuple[str, int]] = (("data", -1),),
               devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A mesh from (name, size) pairs.
+  """A mesh from (name, size) pairs, laid out by `jax.make_mesh`.
 
   One size may be -1: all remaining devices. With every size given, the mesh
   takes the first prod(sizes) devices (e.g. to resume a run on fewer).
+  `jax.make_mesh` orders those devices for the hardware's topology (e.g. a
+  ring on TPU); on CPU the order is the given one.
+  Axes are `AxisType.Auto`, the sharding-in-types-free mode every `jit` and
+  `shard_map` here is written for (`jax.make_mesh` defaults to Explicit).
   """
   devices = list(devices if devices is not None else jax.devices())
   names = [name for name, _ in axes]
@@ -58,7 +62,8 @@ def make_mesh(axes: Sequence[tuple[str, int]] = (("data", -1),),
   if int(np.prod(sizes)) != len(devices):
     raise ValueError(f"mesh {dict(zip(names, sizes))} needs {int(np.prod(sizes))} "
                      f"devices, have {len(devices)}")
-  return Mesh(np.asarray(devices).reshape(sizes), names)
+  return jax.make_mesh(tuple(sizes), tuple(names),
+                       axis_types=(AxisType.Auto,) * len(names), devices=devices)
 
 
 def path_str(path) -> str:

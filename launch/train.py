@@ -9,8 +9,10 @@ locked, so a misspelled or ill-typed field is rejected with a message that
 names it. Multi-host: pass --coordinator_address, --num_processes and
 --process_id (or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
 JAX_PROCESS_ID) and every host runs the same command. Restarting in the same
-workdir resumes from the latest checkpoint. This file is intentionally kept
-short.
+workdir resumes from the latest checkpoint, provided the config changes no
+field that alters the run (--allow_config_change=optimizer.learning_rate,...
+allows listed ones). SIGTERM or Ctrl-C to any host saves and stops every host
+at the same step. This file is intentionally kept short.
 """
 
 import os
@@ -31,6 +33,10 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "Multi-host: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process.")
+_ALLOW_CHANGE = flags.DEFINE_list(
+    "allow_config_change", [],
+    "Resuming: config fields (dotted paths or their parents) that may differ from "
+    "the checkpoint's saved config, beyond checkpoint.RESUME_MAY_CHANGE.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -41,7 +47,11 @@ def main(argv):
   sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   # Surface accidental host<->device copies inside the training loop.
   jax.config.update("jax_transfer_guard", "log")
-  result = contrastive.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  result = contrastive.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                                          allow_config_change=tuple(_ALLOW_CHANGE.value))
+  if result["preempted"]:  # every process says so: hosts log separately
+    print(f"Process {jax.process_index()}: stopped at step {result['step']} "
+          f"({result['stop_reason']}); run the same command to resume.", flush=True)
   if jax.process_index() == 0:
     workdir = os.path.abspath(_WORKDIR.value)
     print(f"\nTrained to step {result['step']}.")

@@ -26,9 +26,12 @@ BIAS = -2.0
 # ulp is already 1.5e-5, so no float32 result could be within 1e-5 absolute.
 TOLERANCE = 1e-5
 
+# ("ring", (devices, chunk)): each visiting block of B / devices texts folded
+# in chunks; 12 texts per block in chunks of 5 leaves a remainder of 2.
 VARIANTS = [("plain", None), ("chunked", 8), ("chunked", 5), ("chunked", 64),
             ("gather", 1), ("gather", 2), ("gather", 8),
-            ("ring", 1), ("ring", 2), ("ring", 8)]
+            ("ring", 1), ("ring", 2), ("ring", 8),
+            ("ring", (2, 5)), ("ring", (8, 1)), ("ring", (1, 8))]
 
 
 def _unit(x):
@@ -124,10 +127,17 @@ def _mesh(num_devices):
   return jax.sharding.Mesh(np.array(jax.devices()[:num_devices]), ("data",))
 
 
+def _sharded_loss(variant, kind):
+  name, setting = variant
+  devices, chunk_size = setting if isinstance(setting, tuple) else (setting, None)
+  return losses.make_sharded_loss(_mesh(devices), kind=kind, implementation=name,
+                                  chunk_size=chunk_size)
+
+
 def _loss_fn(variant, kind):
   name, setting = variant
   if name in ("gather", "ring"):
-    return losses.make_sharded_loss(_mesh(setting), kind=kind, implementation=name)
+    return _sharded_loss(variant, kind)
   options = {"implementation": "chunked", "chunk_size": setting} if name == "chunked" else {}
   return lambda za, zt, temperature, bias=None: losses.contrastive_loss(
       za=za, zt=zt, temperature=temperature, bias=bias, kind=kind, **options)
@@ -160,6 +170,8 @@ def _variant_id(variant):
   name, setting = variant
   if name == "plain":
     return "plain"
+  if isinstance(setting, tuple):
+    return f"{name}-{setting[0]}dev-chunk{setting[1]}"
   return f"{name}-chunk{setting}" if name == "chunked" else f"{name}-{setting}dev"
 
 
@@ -292,6 +304,38 @@ def test_blockwise_variants_never_hold_the_whole_matrix():
   assert temp_bytes(("ring", 8)) < matrix / 8
 
 
+def test_chunked_ring_holds_less_than_one_block():
+  # Per device at B = 8192 on 8 devices: one B_local x B_local f32 block is
+  # 4 MiB; chunks of 64 texts make the logits 1024 x 64 (256 KiB) at a time.
+  batch_size, local = 8192, 1024
+  block = local * local * 4
+  za = jax.ShapeDtypeStruct((batch_size, DIM), jnp.float32)
+  temperature = jax.ShapeDtypeStruct((), jnp.float32)
+
+  def temp_bytes(chunk_size):
+    loss_fn = losses.make_sharded_loss(_mesh(8), kind="mulan", implementation="ring",
+                                       chunk_size=chunk_size)
+    grad_fn = jax.grad(lambda *args: loss_fn(*args)[0], argnums=(0, 1, 2))
+    compiled = jax.jit(grad_fn).lower(za, za, temperature).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  whole_blocks = temp_bytes(None)
+  assert whole_blocks >= block  # the control
+  # Beside the chunks' logits, the scan keeps each chunk's [B_local] running
+  # statistics for the backward pass: B_local x B / chunk more floats.
+  assert temp_bytes(64) < whole_blocks / 4
+
+
+def test_batches_past_46341_pairs_trace():
+  # B (B - 1) no longer fits int32 there; the negative-similarity metric
+  # divided by it and failed at trace time before it was taken as a float.
+  za = jax.ShapeDtypeStruct((65536, 2), jnp.float32)
+  loss, metrics = jax.eval_shape(
+      lambda a: losses.contrastive_loss(za=a, zt=a, temperature=jnp.float32(0.1),
+                                        implementation="chunked", chunk_size=4096), za)
+  assert loss.shape == () and metrics["negative_similarity"].dtype == jnp.float32
+
+
 def test_sharded_loss_in_a_jitted_step_on_sharded_arrays():
   mesh = _mesh(8)
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
@@ -318,6 +362,8 @@ def test_errors():
     losses.contrastive_loss(za=za, zt=za, temperature=tau, implementation="ring")
   with pytest.raises(ValueError, match="chunk_size"):
     losses.contrastive_loss(za=za, zt=za, temperature=tau, implementation="chunked")
+  with pytest.raises(ValueError, match="not 'gather'"):
+    losses.contrastive_loss(za=za, zt=za, temperature=tau, chunk_size=2)
   with pytest.raises(ValueError, match=r"\[B, d\]"):
     losses.contrastive_loss(za=za, zt=za[:3], temperature=tau)
   with pytest.raises(ValueError, match="known"):
@@ -374,7 +420,7 @@ def reference_loss_with_duplicates(za, zt, temperature, bias, kind, keys):
 def _keyed_loss_fn(variant, kind):
   name, setting = variant
   if name in ("gather", "ring"):
-    sharded = losses.make_sharded_loss(_mesh(setting), kind=kind, implementation=name)
+    sharded = _sharded_loss(variant, kind)
     return lambda za, zt, temperature, bias, key: sharded(za, zt, temperature, bias, key)
   options = {"implementation": "chunked", "chunk_size": setting} if name == "chunked" else {}
   return lambda za, zt, temperature, bias, key: losses.contrastive_loss(

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
+from jax.sharding import AxisType, PartitionSpec as P
 
 from jplaylist import sharding
 
@@ -19,6 +19,27 @@ def test_make_mesh_sizes_and_subsets():
     sharding.make_mesh((("data", 3), ("model", -1)))
   with pytest.raises(ValueError, match="does not fit 8 devices"):
     sharding.make_mesh((("data", 16),))
+
+
+def test_make_mesh_is_jax_make_mesh_with_auto_axes(monkeypatch):
+  calls = []
+  real = jax.make_mesh
+
+  def spy(*args, **kwargs):
+    calls.append((args, kwargs))
+    return real(*args, **kwargs)
+  monkeypatch.setattr(jax, "make_mesh", spy)
+  mesh = sharding.make_mesh((("data", -1), ("model", 2)))
+  assert len(calls) == 1 and calls[0][0] == ((4, 2), ("data", "model"))
+  # Auto axes: jit partitions as before (jax.make_mesh's default is Explicit).
+  assert mesh.axis_types == (AxisType.Auto, AxisType.Auto)
+  assert [d.id for d in mesh.devices.flat] == [d.id for d in jax.devices()]
+  # Given devices are used in their order, the first prod(sizes) of them.
+  reverse = jax.devices()[::-1]
+  subset = sharding.make_mesh((("data", 2), ("model", 2)), devices=reverse)
+  assert subset.devices.tolist() == [[reverse[0], reverse[1]], [reverse[2], reverse[3]]]
+  x = jax.device_put(np.arange(8.0), jax.sharding.NamedSharding(mesh, P("data")))
+  assert float(jax.jit(lambda v: (v * 2).sum())(x)) == 56.0
 
 
 def test_param_rules_first_match_wins_and_default_is_replicated():

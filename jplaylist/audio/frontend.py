@@ -21,7 +21,9 @@ lost, as it would be with non-overlapping windows, and all three of the
 patent's figures hold. Set `num_frames=None` for the native 10-ms frame rate.
 
 Other presets cover the front-ends peers use, e.g. "musicnn96": 96 HTK mels,
-n_fft 512, hop 256 at 16 kHz (native frame rate).
+n_fft 512, hop 256 at 16 kHz (native frame rate), and "ast_kaldi": the
+normalised Kaldi filterbanks of AudioSet AST (`kaldi.py`), which the AST
+configs use; "ast" is kept for runs made with it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jplaylist.audio import kaldi
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,12 +94,16 @@ PRESETS = {
     "musicnn96": FrontendConfig(window_length=512, hop_length=256, n_fft=512,
                                 num_mels=96, htk=True, slaney_norm=False,
                                 num_frames=None, window_seconds=3.0),
+    # AudioSet AST's own input (kaldi.py): normalised Kaldi fbanks, 128 mels at
+    # 10-ms frames, 1024 frames per 10-s window. The AST configs use it; "ast"
+    # stays for runs and checkpoints made with it.
+    "ast_kaldi": kaldi.KaldiConfig(),
 }
 
 
-def decode(name_or_config) -> FrontendConfig:
-  """A preset by name ("resnet", "ast", "musicnn96"), or a config as given."""
-  if isinstance(name_or_config, FrontendConfig):
+def decode(name_or_config) -> FrontendConfig | kaldi.KaldiConfig:
+  """A preset by name ("resnet", "ast", "ast_kaldi", "musicnn96"), or a config as given."""
+  if isinstance(name_or_config, (FrontendConfig, kaldi.KaldiConfig)):
     return name_or_config
   if name_or_config not in PRESETS:
     raise ValueError(f"unknown frontend {name_or_config!r}; known: {', '.join(PRESETS)}")
@@ -187,17 +195,23 @@ def power_spectrogram(audio: jax.Array, config: FrontendConfig) -> jax.Array:
   return jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2
 
 
-def log_mel(audio: jax.Array, config: FrontendConfig | str = "resnet") -> jax.Array:
+def log_mel(audio: jax.Array, config: FrontendConfig | kaldi.KaldiConfig | str = "resnet"
+            ) -> jax.Array:
   """Log-mel spectrogram in dB (10 log10 of mel power, floored at `amin`).
+
+  A KaldiConfig ("ast_kaldi") gives `kaldi.fbank` instead: normalised natural-log
+  Kaldi filterbanks.
 
   Args:
     audio: [B, num_samples] float32 waveforms at `config.sample_rate`.
-    config: a FrontendConfig or preset name.
+    config: a FrontendConfig, KaldiConfig or preset name.
 
   Returns:
     [B, output_frames, num_mels] float32, time first (frames x mels).
   """
   config = decode(config)
+  if isinstance(config, kaldi.KaldiConfig):  # natural-log, normalised; see kaldi.py
+    return kaldi.fbank(audio, config)
   audio = jnp.asarray(audio, jnp.float32)
   power = power_spectrogram(audio, config)
   mel = jnp.einsum("btf,fm->btm", power, mel_filterbank(config),

@@ -10,17 +10,23 @@ For every example the pipeline
      so no recording is ever dropped for a missing source;
   3. draws one annotation of that kind uniformly;
   4. cuts one random 10-s window of audio (recordings shorter than the window
-     are zero-padded at the end, with `audio_mask` False on the padding);
+     are zero-padded at the end; `audio_length` counts the real samples);
   5. tokenizes the annotation with a BERT WordPiece vocabulary to
      `[CLS] ... [SEP]` padded with id 0 to `max_text_length`.
 
 Batches are dicts of numpy arrays with fixed shapes:
 
-  audio        [B, window_samples] float32 in [-1, 1)
-  audio_mask   [B, window_samples] bool, False on padding
+  audio        [B, window_samples] int16, the stored samples (full scale 32768)
+  audio_length [B] int32, real samples at the start of each row (the rest is
+               zero padding)
   text_ids     [B, max_text_length] int32
   text_mask    [B, max_text_length] int32, 1 on real tokens
   source       [B] int32, index into SOURCES of the drawn kind
+
+Audio stays int16 up to the device: the model scales it to float32 there
+(`two_tower.waveform_to_float`) and derives its valid-frame mask from
+`audio_length`, so a 10-s window at 16 kHz ships 320,004 bytes rather than
+800,000 (float32 samples and a bool mask per sample).
 
 Randomness comes from grain's per-record generator, which depends only on the
 seed and the record's position in the sampler's order, so every example
@@ -40,7 +46,6 @@ from absl import flags
 import grain
 import numpy as np
 
-from jplaylist.data import audio_io
 from jplaylist.data import builder as builder_lib
 from jplaylist.data import tokenizer as tokenizer_lib
 from jplaylist.data.manifest import SOURCES
@@ -112,23 +117,28 @@ def choose_source(available: np.ndarray, weights: np.ndarray,
 
 
 def cut_window(audio: np.ndarray, window: int,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-  """A uniformly placed window of `window` samples, zero-padded if short.
+               rng: np.random.Generator) -> tuple[np.ndarray, np.int32]:
+  """A uniformly placed window of `window` samples, zero-padded at the end if short.
+
+  Args:
+    audio: [samples] int16, a stored recording.
+    window: samples per window.
+    rng: draws the window's start.
 
   Returns:
-    (samples [window] float32, mask [window] bool: True on real samples).
+    (samples [window] int16, length: the number of real samples, the first
+    `length` of the window).
   """
+  if audio.dtype != np.int16:
+    raise ValueError(f"expected int16 samples (as the dataset stores them), got {audio.dtype}")
   num_samples = audio.shape[0]
-  mask = np.zeros(window, dtype=bool)
-  out = np.zeros(window, dtype=np.float32)
+  out = np.zeros(window, dtype=np.int16)
   if num_samples >= window:
     start = int(rng.integers(0, num_samples - window + 1))
-    out[:] = audio_io.int16_to_float(audio[start:start + window])
-    mask[:] = True
-  else:
-    out[:num_samples] = audio_io.int16_to_float(audio)
-    mask[:num_samples] = True
-  return out, mask
+    out[:] = audio[start:start + window]
+    return out, np.int32(window)
+  out[:num_samples] = audio
+  return out, np.int32(num_samples)
 
 
 def _as_str(value) -> str:
@@ -150,9 +160,9 @@ class MakeExample(grain.transforms.RandomMap):
     source = choose_source(available, self.weights, rng)
     candidates = texts[SOURCES[source]]
     text = _as_str(candidates[int(rng.integers(len(candidates)))])
-    audio, audio_mask = cut_window(np.asarray(element["audio"]), self.window, rng)
+    audio, audio_length = cut_window(np.asarray(element["audio"]), self.window, rng)
     ids, mask = tokenizer_lib.encode([text], self.max_text_length, self.vocab_path)
-    return {"audio": audio, "audio_mask": audio_mask, "text_ids": ids[0],
+    return {"audio": audio, "audio_length": audio_length, "text_ids": ids[0],
             "text_mask": mask[0], "source": np.int32(source)}
 
 

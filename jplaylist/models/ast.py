@@ -102,8 +102,9 @@ class EncoderBlock(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    """x: [B, N, H] -> [B, N, H]."""
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """x: [B, N, H] -> [B, N, H]; `train` is positional so `nn.remat` can
+    hold it static (it decides dropout in Python)."""
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
     h = SelfAttention(self.hidden_size, self.num_heads, dtype=self.dtype,
                       param_dtype=self.param_dtype, name="attention")(
@@ -164,6 +165,8 @@ class ASTEncoder(nn.Module):
     dropout_rate: on the embeddings and each residual branch (HF's
       hidden_dropout_prob); needs a 'dropout' rng when train=True.
     dtype: compute dtype (e.g. jnp.bfloat16); param_dtype: storage dtype.
+    remat: recompute each block's activations in the backward pass
+      (`nn.remat` under the block's own name: same parameter tree).
   """
 
   num_layers: int = 12
@@ -179,6 +182,7 @@ class ASTEncoder(nn.Module):
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  remat: bool = False
 
   @property
   def patch_grid(self) -> tuple[int, int]:
@@ -218,10 +222,12 @@ class ASTEncoder(nn.Module):
                    name="embeddings")(log_mel.astype(self.dtype))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     hidden_states = [x]
+    # Argument 2 (self being 0) is `train`.
+    block = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock
     for i in range(self.num_layers):
-      x = EncoderBlock(self.hidden_size, self.num_heads, self.mlp_dim,
-                       self.dropout_rate, dtype=self.dtype,
-                       param_dtype=self.param_dtype, name=f"layer_{i}")(x, train=train)
+      x = block(self.hidden_size, self.num_heads, self.mlp_dim,
+                self.dropout_rate, dtype=self.dtype,
+                param_dtype=self.param_dtype, name=f"layer_{i}")(x, train)
       hidden_states.append(x)
     return _layer_norm(self, "layernorm")(x), tuple(hidden_states)
 
@@ -232,8 +238,8 @@ class Model(nn.Module):
   Attributes:
     variant: encoder size, a key of VARIANTS ("base" is the patent's M-AST).
     embed_dim: joint embedding size.
-    num_mel_bins, num_frames, use_distillation_token, dropout_rate, dtype: as
-      in ASTEncoder.
+    num_mel_bins, num_frames, use_distillation_token, dropout_rate, dtype,
+      remat: as in ASTEncoder.
   """
 
   variant: str = "base"
@@ -243,6 +249,7 @@ class Model(nn.Module):
   use_distillation_token: bool = True
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, log_mel: jax.Array, *, train: bool = False) -> jax.Array:
@@ -250,7 +257,8 @@ class Model(nn.Module):
     encoder = ASTEncoder(
         **decode_variant(self.variant), num_mel_bins=self.num_mel_bins,
         num_frames=self.num_frames, use_distillation_token=self.use_distillation_token,
-        dropout_rate=self.dropout_rate, dtype=self.dtype, name="encoder")
+        dropout_rate=self.dropout_rate, dtype=self.dtype, remat=self.remat,
+        name="encoder")
     last_hidden_state, _ = encoder(log_mel, train=train)
     # The projection and the norm run in float32: the contrastive loss divides
     # by a small temperature, so bf16 rounding here would be amplified.

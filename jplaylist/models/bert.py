@@ -187,7 +187,8 @@ class _Layer(nn.Module):
   param_dtype: Any
 
   @nn.compact
-  def __call__(self, x, key_mask, *, train):
+  def __call__(self, x, key_mask, train: bool = False):
+    # `train` is positional so `nn.remat` can hold it static (argument 3).
     common = dict(layer_norm_eps=self.layer_norm_eps, dropout_rate=self.dropout_rate,
                   dtype=self.dtype, param_dtype=self.param_dtype)
     x = _Attention(self.num_heads, attention_dropout_rate=self.attention_dropout_rate,
@@ -214,6 +215,9 @@ class BertEncoder(nn.Module):
       freezes the embeddings and layers 0..i-1: they run without dropout and
       their output enters layer i through stop_gradient, so no backward pass
       runs below it (i = num_layers freezes the whole encoder).
+    remat: recompute each trained layer's activations in the backward pass
+      (`nn.remat` under the layer's own name: same parameter tree). Frozen
+      layers keep nothing for a backward pass anyway.
   """
 
   num_layers: int = 12
@@ -230,6 +234,7 @@ class BertEncoder(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   first_trained_layer: int | None = None
+  remat: bool = False
 
   @nn.compact
   def __call__(self, text_ids, text_mask, *, train: bool = False):
@@ -260,12 +265,14 @@ class BertEncoder(nn.Module):
                     self.type_vocab_size, name="embeddings", **common)(
                         text_ids, train=train and not freeze)
     hidden_states = [x]
+    remat_layer = nn.remat(_Layer, static_argnums=(3,))
     for index in range(self.num_layers):
       if freeze and index == first:
         x = jax.lax.stop_gradient(x)
-      x = _Layer(self.num_heads, self.intermediate_size, self.gelu_approximate,
-                 self.attention_dropout_rate, name=f"layer_{index}", **common)(
-                     x, key_mask, train=train and index >= first)
+      layer = remat_layer if self.remat and index >= first else _Layer
+      x = layer(self.num_heads, self.intermediate_size, self.gelu_approximate,
+                self.attention_dropout_rate, name=f"layer_{index}", **common)(
+                    x, key_mask, train and index >= first)
       hidden_states.append(x)
     if freeze and first == self.num_layers:
       x = jax.lax.stop_gradient(x)
@@ -324,6 +331,7 @@ class Model(nn.Module):
     train_layers: -1 trains the whole encoder; k in [0, num_layers] trains only
       its top k layers: embeddings and lower layers are frozen, run without
       dropout and pass no gradient (see `frozen_patterns` for the optimizer).
+    remat: rematerialise each trained encoder layer (BertEncoder.remat).
   """
 
   variant: str = "base"
@@ -333,6 +341,7 @@ class Model(nn.Module):
   dtype: Any = jnp.float32
   pooling: str = "cls"
   train_layers: int = -1
+  remat: bool = False
 
   @nn.compact
   def __call__(self, text_ids, text_mask, *, train: bool = False):
@@ -353,7 +362,7 @@ class Model(nn.Module):
         attention_dropout_rate=self.dropout_rate, dtype=self.dtype,
         first_trained_layer=_first_trained_layer(self.variant, self.train_encoder,
                                                  self.train_layers),
-        name="encoder")(text_ids, text_mask, train=train)
+        remat=self.remat, name="encoder")(text_ids, text_mask, train=train)
     if self.pooling == "cls":
       pooled = sequence[:, 0]
     else:

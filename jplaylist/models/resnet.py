@@ -9,7 +9,7 @@ output is mean-pooled over time and mel, projected by a linear layer to the
 joint dimension (128) and L2-normalised.
 
 Given a frame mask (which log-mel frames hold real audio, from the pipeline's
-`audio_mask` via `pooling.frame_mask`), the mean runs over the valid time
+`audio_length` via `pooling.frame_mask`), the mean runs over the valid time
 steps only, so end padding does not dilute short clips; `pooling` can add a
 statistics branch (std or max over time) to the pooled features.
 
@@ -18,6 +18,11 @@ input channel beside the log-mel: its half-wave rectified difference over
 time (per-band spectral flux, `onset_features`), where note onsets stand out,
 so the rate of onsets (tempo) is one convolution away rather than learned
 from level changes.
+
+`remat` rematerialises each residual block (`nn.remat` around the block
+class, under the block's own name, so the parameter tree is unchanged): the
+backward pass keeps only the blocks' inputs and recomputes the inside of one
+block at a time, for about one more forward pass of the trunk.
 
 BatchNorm keeps running statistics in the `batch_stats` collection. Under
 `jax.jit` with the batch sharded over a mesh, the batch statistics are
@@ -133,6 +138,7 @@ class ResNetTrunk(nn.Module):
   """The convolutional trunk: [B, frames, mels] -> [B, frames', mels', C].
 
   onset_channel: a second input channel of `onset_features(log_mel)`.
+  remat: recompute each residual block's activations in the backward pass.
   """
 
   variant: str = "50"
@@ -140,6 +146,7 @@ class ResNetTrunk(nn.Module):
   bn_momentum: float = 0.9
   onset_channel: bool = False
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, log_mel: jax.Array, *, train: bool = False) -> jax.Array:
@@ -157,6 +164,10 @@ class ResNetTrunk(nn.Module):
     x = nn.relu(norm(name="stem_bn")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     block = BottleneckBlock if spec.bottleneck else BasicBlock
+    if self.remat:
+      # The blocks take only x (train reaches them through `norm`), so no
+      # argument needs to be static.
+      block = nn.remat(block)
     for stage, num_blocks in enumerate(spec.stage_sizes):
       for index in range(num_blocks):
         x = block(filters=spec.width * 2**stage,
@@ -176,6 +187,8 @@ class Model(nn.Module):
       `jplaylist.models.pooling`); the latter two double the projection's input.
     onset_channel: feed the trunk `onset_features` as a second channel.
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
+    remat: rematerialise each residual block (same values and parameters,
+      less activation memory, one more forward pass of the trunk).
   """
 
   variant: str = "50"
@@ -184,23 +197,28 @@ class Model(nn.Module):
   pooling: str = "mean"
   onset_channel: bool = False
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, log_mel: jax.Array, *, frame_mask: jax.Array | None = None,
-               train: bool = False) -> jax.Array:
+               side_features: jax.Array | None = None, train: bool = False) -> jax.Array:
     """Embeds log-mel spectrograms.
 
     Args:
       log_mel: [B, frames, mels].
       frame_mask: [B, frames] bool, True on frames of real audio (see
         `pooling.frame_mask`); None pools over every frame.
+      side_features: [B, S] clip-level features (e.g. `key_profile.KeyProfiles`
+        of the clip's pitch classes) joined to the pooled trunk features
+        before the projection, or None.
       train: BatchNorm on batch statistics (and updates running ones).
 
     Returns:
       [B, embed_dim] float32, unit norm.
     """
     features = ResNetTrunk(self.variant, self.axis_name, onset_channel=self.onset_channel,
-                           dtype=self.dtype, name="trunk")(log_mel, train=train)
+                           dtype=self.dtype, remat=self.remat, name="trunk")(
+                               log_mel, train=train)
     weights = None
     if frame_mask is not None:
       if frame_mask.shape != log_mel.shape[:2]:
@@ -208,6 +226,8 @@ class Model(nn.Module):
                          f"log-mel's [B, frames] {log_mel.shape[:2]}")
       weights = pooling_lib.block_weights(frame_mask, features.shape[1], TIME_STRIDE)
     pooled = pooling_lib.temporal_pool(features, weights, self.pooling)
+    if side_features is not None:
+      pooled = jnp.concatenate([pooled, side_features.astype(pooled.dtype)], axis=-1)
     embedding = nn.Dense(self.embed_dim, name="projection")(pooled)
     return l2_normalize(embedding)
 

@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import math
 import os
-import signal
 import time
 from typing import Any
 
@@ -40,7 +39,9 @@ from jplaylist.evaluators import suite as eval_suite
 from jplaylist.models import ast as ast_lib
 from jplaylist.models import bert as bert_lib
 from jplaylist.models import two_tower
+from jplaylist.trainers import grad_cache
 from jplaylist.trainers import optimizer as optimizer_lib
+from jplaylist.trainers import preemption
 from jplaylist.trainers import summary
 
 
@@ -60,13 +61,14 @@ def _dataset_path(config: ml_collections.ConfigDict) -> str:
   return os.path.join(config.input.data_dir, "music_text", config.input.dataset, "1.0.0")
 
 
-def make_loaders(config: ml_collections.ConfigDict, split: str, *, train: bool):
-  """This host's input loaders: one per input shard it owns.
+def host_shards(config: ml_collections.ConfigDict) -> tuple[list[int], int]:
+  """(the input shards this process reads, the number of shards in all).
 
   The global batch is split into `num_shards` shards (default: one per
-  process) of batch_size / num_shards examples each; a host concatenates its
-  shards. Decoupling shards from processes lets one process reproduce the
-  exact global batches of a multi-host run.
+  process) of batch_size / num_shards examples each; process p reads a
+  contiguous run of num_shards / processes of them. Decoupling shards from
+  processes lets one process reproduce the exact global batches of a
+  multi-host run; checkpoints keep each shard's iterator state.
   """
   num_shards = config.input.get("num_shards") or jax.process_count()
   if num_shards % jax.process_count() or config.input.batch_size % num_shards:
@@ -74,7 +76,13 @@ def make_loaders(config: ml_collections.ConfigDict, split: str, *, train: bool):
                      f"{jax.process_count()} processes and divide batch_size "
                      f"{config.input.batch_size}")
   per_host = num_shards // jax.process_count()
-  first = jax.process_index() * per_host
+  return [jax.process_index() * per_host + i for i in range(per_host)], num_shards
+
+
+def make_loaders(config: ml_collections.ConfigDict, split: str, *, train: bool):
+  """This host's input loaders: one per input shard it owns (`host_shards`);
+  a host concatenates its shards' batches."""
+  shards, num_shards = host_shards(config)
   options = pipeline.PipelineOptions(
       batch_size=config.input.batch_size // num_shards, seed=config.seed,
       window_seconds=config.input.window_seconds,
@@ -83,8 +91,8 @@ def make_loaders(config: ml_collections.ConfigDict, split: str, *, train: bool):
       num_epochs=None if train else 1, worker_count=config.input.worker_count,
       shard_count=num_shards, vocab_path=config.input.get("vocab_path"))
   return [pipeline.make_loader(_dataset_path(config), split,
-                               dataclasses.replace(options, shard_index=first + i))
-          for i in range(per_host)]
+                               dataclasses.replace(options, shard_index=shard))
+          for shard in shards]
 
 
 def _next_host_batch(iterators) -> dict[str, np.ndarray]:
@@ -153,14 +161,37 @@ def _put(tree, shardings):
   return jax.jit(lambda x: x, out_shardings=shardings)(tree)
 
 
+LOSS_IMPLEMENTATIONS = ("plain", "chunked", "gather", "ring")
+
+
 def make_loss(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
-  """(za, zt, temperature, bias, text_key) -> (loss, metrics) as `config.loss` asks."""
-  if config.loss.implementation == "plain":
+  """(za, zt, temperature, bias, text_key) -> (loss, metrics) as `config.loss` asks.
+
+  `config.loss.implementation`: "plain" and "chunked" (column chunks of
+  `chunk_size`) take the global arrays and leave the partitioning to XLA;
+  "gather" and "ring" run per device in `shard_map` over the mesh's first
+  axis, "ring" in chunks of `chunk_size` texts when it is set (0: whole
+  blocks).
+  """
+  implementation = config.loss.implementation
+  chunk_size = config.loss.get("chunk_size", 0) or None
+  if implementation not in LOSS_IMPLEMENTATIONS:
+    raise ValueError(f"config.loss.implementation={implementation!r}; known: "
+                     f"{', '.join(LOSS_IMPLEMENTATIONS)}")
+  if implementation == "chunked" and not chunk_size:
+    raise ValueError("config.loss.implementation='chunked' needs config.loss.chunk_size > 0")
+  if chunk_size and implementation not in ("chunked", "ring"):
+    raise ValueError(f"config.loss.chunk_size={chunk_size} applies to implementation "
+                     f"'chunked' or 'ring', not {implementation!r}; set it to 0")
+  if implementation in ("plain", "chunked"):
+    options = (dict(implementation="chunked", chunk_size=chunk_size)
+               if implementation == "chunked" else {})
     return lambda za, zt, t, b, key=None: losses.contrastive_loss(  # noqa: E731
-        za=za, zt=zt, temperature=t, bias=b, kind=config.loss.kind, text_key=key)
+        za=za, zt=zt, temperature=t, bias=b, kind=config.loss.kind, text_key=key,
+        **options)
   return losses.make_sharded_loss(mesh, data_axis=mesh.axis_names[0],
-                                  kind=config.loss.kind,
-                                  implementation=config.loss.implementation)
+                                  kind=config.loss.kind, implementation=implementation,
+                                  chunk_size=chunk_size)
 
 
 def make_step_functions(config: ml_collections.ConfigDict, model: two_tower.Model,
@@ -168,18 +199,29 @@ def make_step_functions(config: ml_collections.ConfigDict, model: two_tower.Mode
                         schedule: optax.Schedule, mesh: jax.sharding.Mesh):
   """The pure (unjitted) forward and update functions of a training step.
 
+  With `config.optimizer.gradient_cache_microbatches` = K > 1, update takes
+  the gradient of the whole batch's loss K micro-batches at a time
+  (trainers/grad_cache.py): exact in the loss, towers' memory of B / K.
+
   Returns:
     forward(params, batch_stats, batch, rng, train) -> (loss, (metrics, batch_stats))
     update(state, batch, rng) -> (state, metrics); rng is folded with the step.
   """
   compute_loss = make_loss(config, mesh)
   accumulation = max(1, config.optimizer.get("accumulation_steps", 1))
+  microbatches = max(1, config.optimizer.get("gradient_cache_microbatches", 0))
+  if microbatches > 1 and accumulation > 1:
+    raise ValueError(
+        f"config.optimizer.gradient_cache_microbatches={microbatches} and "
+        f"accumulation_steps={accumulation} are both on; choose one. Gradient caching "
+        "takes negatives from the whole batch; accumulation only from each micro-batch")
 
   def temperature_of(params):
     t = two_tower.temperature_from_raw(params["temperature_raw"])
     return jnp.clip(t, config.loss.temperature_min, config.loss.temperature_max)
 
-  def forward(params, batch_stats, batch, rng, train):
+  def embed(params, batch_stats, batch, rng, train):
+    """((za, zt), batch_stats) of a batch; batch_stats updated in training."""
     variables = {"params": {k: v for k, v in params.items() if k != "loss_bias"}}
     if batch_stats:
       variables["batch_stats"] = batch_stats
@@ -187,20 +229,36 @@ def make_step_functions(config: ml_collections.ConfigDict, model: two_tower.Mode
     mutable = ["batch_stats"] if (train and batch_stats) else False
     outputs = model.apply(
         variables, batch["audio"], batch["text_ids"], batch["text_mask"],
-        batch.get("audio_mask"), train=train,
+        batch.get("audio_length"), train=train,
         rngs={"specaugment": specaugment_rng, "dropout": dropout_rng}, mutable=mutable)
     (za, zt, _), new_state = outputs if mutable else (outputs, {})
+    return (za, zt), new_state.get("batch_stats", batch_stats)
+
+  def loss_of_embeddings(params, embeddings, batch):
+    # The duplicate-text keys come from the whole batch, so gradient caching
+    # masks the same pairs as the one-pass step.
+    za, zt = embeddings
     text_key = (losses.text_identity_key(batch["text_ids"], batch["text_mask"])
                 if config.loss.get("mask_duplicate_texts", False) else None)
-    loss, metrics = compute_loss(za, zt, temperature_of(params), params.get("loss_bias"),
-                                 text_key)
-    return loss, (metrics, new_state.get("batch_stats", batch_stats))
+    return compute_loss(za, zt, temperature_of(params), params.get("loss_bias"), text_key)
+
+  def forward(params, batch_stats, batch, rng, train):
+    embeddings, batch_stats = embed(params, batch_stats, batch, rng, train)
+    loss, metrics = loss_of_embeddings(params, embeddings, batch)
+    return loss, (metrics, batch_stats)
+
+  def value_and_grad(params, batch_stats, batch, rng):
+    if microbatches > 1:
+      return grad_cache.value_and_grad(
+          lambda p, micro_batch, r: embed(p, batch_stats, micro_batch, r, True),
+          loss_of_embeddings, params, batch, rng, num_microbatches=microbatches,
+          mesh=mesh, data_axis=mesh.axis_names[0])
+    return jax.value_and_grad(forward, has_aux=True)(params, batch_stats, batch, rng, True)
 
   def update(state: TrainState, batch, rng):
     step_rng = jax.random.fold_in(rng, state.step)
-    grad_fn = jax.value_and_grad(forward, has_aux=True)
-    (loss, (metrics, batch_stats)), grads = grad_fn(state.params, state.batch_stats,
-                                                    batch, step_rng, True)
+    (loss, (metrics, batch_stats)), grads = value_and_grad(state.params, state.batch_stats,
+                                                           batch, step_rng)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -226,8 +284,16 @@ def make_optimizer(config: ml_collections.ConfigDict):
                                                             1.0)),))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (or resumes) in `workdir`; returns the last train and eval metrics."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: tuple[str, ...] = ()) -> dict[str, Any]:
+  """Trains (or resumes) in `workdir`; returns the last train and eval metrics.
+
+  A resume refuses a config that changes the run against the saved one
+  (checkpoint.check_config_change), except fields in
+  checkpoint.RESUME_MAY_CHANGE and `allow_config_change` (dotted paths).
+  A SIGTERM or SIGINT to any process stops every process after the same
+  step, which is saved ("preempted" in the result).
+  """
   os.makedirs(workdir, exist_ok=True)
 
   # ----------------------------------------------------------------- mesh ----
@@ -240,6 +306,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # ---------------------------------------------------------------- input ----
   train_iterators = [iter(loader) for loader in make_loaders(config, "train", train=True)]
+  # Their iterator states are checkpointed per shard.
+  shards, num_shards = host_shards(config)
 
   # --------------------------------------------------- model and optimizer ----
   model = two_tower.build(config)
@@ -275,10 +343,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpointer = checkpoint_lib.Checkpointer(
       workdir, max_to_keep=config.keep_checkpoints,
       save_interval_steps=config.checkpoint_every)
+  allowed_changes = []
+  if checkpointer.latest_step() is not None and checkpointer.saved_config() is not None:
+    try:
+      allowed_changes = checkpoint_lib.check_config_change(
+          checkpointer.saved_config(), config, allow=allow_config_change,
+          where=f"step {checkpointer.latest_step()} in {checkpointer.directory}")
+    except checkpoint_lib.ConfigChangedError:
+      checkpointer.close()
+      raise
   writer = summary.Writer(workdir, config.num_train_steps)
+  for path, old, new in allowed_changes:
+    writer.message(f"resuming with {path}: {old!r} -> {new!r}")
   if checkpointer.latest_step() is not None:
     try:
-      state, input_states, _ = checkpointer.restore(abstract)
+      state, input_states, _ = checkpointer.restore(abstract, shards, num_shards)
     except ValueError as e:
       raise ValueError(
           f"the checkpoint in {checkpointer.directory} does not fit this config "
@@ -301,17 +380,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                    out_shardings=(state_shardings, replicated), donate_argnums=0)
 
   # ----------------------------------------------------------- checkpoint ----
-  stop_requested = []
-
-  def request_stop(signum, frame):
-    del frame
-    stop_requested.append(signum)
-  previous_handlers = {s: signal.signal(s, request_stop)
-                       for s in (signal.SIGTERM, signal.SIGINT)}
+  # A signal to any process stops all of them after the same step.
+  stop = preemption.StopRequest(
+      check_every=config.get("preemption_check_every", 1)).install()
 
   def save(step, force=False):
-    return checkpointer.save(step, state, [it.get_state() for it in train_iterators],
-                             config, force=force)
+    return checkpointer.save(
+        step, state, {s: it.get_state() for s, it in zip(shards, train_iterators)},
+        num_shards, config, force=force)
 
   # ---------------------------------------------------------------- evals ----
   @functools.partial(jax.jit, in_shardings=(state_shardings, batch_sharding),
@@ -394,7 +470,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   wait_time, window_start, window_steps = 0.0, time.perf_counter(), 0
   step = first_step
   try:
-    while step < config.num_train_steps and not stop_requested:
+    while step < config.num_train_steps:
       wait_start = time.perf_counter()
       host = _next_host_batch(train_iterators)
       batch = sharding_lib.host_batch_to_global(host, mesh, data_axis)
@@ -437,8 +513,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if config.eval_every and step % config.eval_every == 0:
         last_eval = evaluate(step)
       last_evals = maybe_run_evaluators(step) or last_evals
-    if stop_requested:
-      writer.message(f"signal {stop_requested[0]}: saving step {step} and stopping")
+      if stop.should_stop(step):
+        break
+    if stop.stopped:
+      writer.message(f"{stop.reason}: saving step {step} and stopping")
       if not consecutive_nonfinite:
         save(step, force=True)
     elif checkpointer.latest_step() != step and not consecutive_nonfinite:
@@ -452,8 +530,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   finally:
     checkpointer.close()
     writer.close()
-    for signum, handler in previous_handlers.items():
-      signal.signal(signum, handler)
+    stop.uninstall()
   return {"train": last_train, "eval": last_eval, "evals": last_evals, "step": step,
+          "preempted": stop.stopped, "stop_reason": stop.reason if stop.stopped else "",
           "uniform_logits_loss": losses.uniform_logits_loss(global_batch, config.loss.kind),
           "ln_batch": math.log(global_batch)}

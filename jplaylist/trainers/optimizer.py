@@ -3,11 +3,13 @@
 The learning rate warms up linearly (optional), then decays in steps:
 x`decay_rate` (0.9) every `decay_steps` (40K) steps, as the patent trains
 M-ResNet-50 (initial 5e-5) and M-AST (4e-5). Weight decay is decoupled
-(AdamW) and applies to matrices and kernels only, not to biases, norms or the
-temperature. A tower can be frozen for its first N steps (its gradients are
-zeroed before Adam sees them, so its moments start clean, and its updates
-after, so weight decay leaves it alone), and gradients can
-be accumulated over k micro-batches (optax.MultiSteps).
+(AdamW) and applies to the kernels of dense and convolution layers only:
+biases, norm scales and offsets, embedding tables, the AST's [CLS] and
+position tokens, the temperature and the loss bias are spared (`decay_mask`).
+A tower can be frozen for its first N steps (its gradients are zeroed before
+Adam sees them, so its moments start clean, and its updates after, so weight
+decay leaves it alone), and gradients can be accumulated over k micro-batches
+(optax.MultiSteps).
 """
 
 from __future__ import annotations
@@ -34,9 +36,23 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   return optax.join_schedules([warmup, decay], [config.warmup_steps])
 
 
+# flax names the weight matrix of nn.Dense, nn.Conv and nn.DenseGeneral
+# "kernel"; every other parameter of the towers is a bias, a norm's scale or
+# offset, an embedding table (nn.Embed's "embedding"), a learned token
+# ("cls_token", "distillation_token", "position_embeddings") or a scalar of
+# the loss. Shrinking those towards zero is not a regulariser: an embedding
+# row of a rare word would decay between its rare gradient updates, and a
+# zero position table or norm scale means something else than "simpler".
+_DECAYED_LEAF = "kernel"
+
+
 def decay_mask(params) -> Any:
-  """True for parameters that take weight decay: matrices and kernels."""
-  return jax.tree_util.tree_map(lambda x: x.ndim >= 2, params)
+  """True for parameters that take weight decay: the kernels of dense and
+  convolution layers, by their flax name (see `_DECAYED_LEAF`)."""
+  def decays(path, leaf):
+    del leaf
+    return bool(path) and getattr(path[-1], "key", None) == _DECAYED_LEAF
+  return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def freeze_until(step_count: int, pattern: str) -> optax.GradientTransformation:

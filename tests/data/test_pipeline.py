@@ -42,7 +42,7 @@ def _build(root, kinds_per_record, seconds=0.5 * WINDOW_S + 0.5):
 
 def _record_index(batch):
   """Record k is identified by its level, (k + 1) / 64."""
-  return np.round(np.abs(batch["audio"][:, 0]) * 64).astype(int) - 1
+  return np.round(np.abs(batch["audio"][:, 0].astype(np.float64)) / 32768 * 64).astype(int) - 1
 
 
 def _options(**overrides):
@@ -66,11 +66,37 @@ def test_batches_have_fixed_shapes_and_types(tiny_demo):
   result = tiny_demo[0]
   batch = _draw(result.path, 1, batch_size=4, window_seconds=10.0,
                 max_text_length=32)[0]
-  expected = {"audio": ((4, 160_000), np.float32), "audio_mask": ((4, 160_000), bool),
+  expected = {"audio": ((4, 160_000), np.int16), "audio_length": ((4,), np.int32),
               "text_ids": ((4, 32), np.int32), "text_mask": ((4, 32), np.int32),
               "source": ((4,), np.int32)}
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected
-  assert np.all(np.abs(batch["audio"]) <= 1.0)
+  assert np.all((batch["audio_length"] > 0) & (batch["audio_length"] <= 160_000))
+  # Audio crosses to the device as int16 and one length: 2 bytes a sample
+  # and 4 an example, against float32 samples and a bool mask (5 a sample).
+  audio_bytes = (batch["audio"].nbytes + batch["audio_length"].nbytes) / 4
+  assert audio_bytes == 2 * 160_000 + 4
+  assert (4 + 1) * 160_000 / audio_bytes == pytest.approx(2.5, rel=1e-4)
+  # The samples are the stored ones: a window of a longer recording, or a
+  # whole shorter one followed by zeros.
+  source = builder.open_split(result.path, "train")
+  stored = [np.asarray(source[i]["audio"]) for i in range(len(source))]
+  for row, length in zip(batch["audio"], batch["audio_length"]):
+    assert not row[length:].any()
+    if length < len(row):
+      assert any(np.array_equal(recording, row[:length]) for recording in stored)
+    else:
+      assert any(_contains(recording, row) for recording in stored)
+
+
+def _contains(recording: np.ndarray, window: np.ndarray) -> bool:
+  """Whether `window` is a contiguous slice of `recording`."""
+  if len(window) > len(recording):
+    return False
+  # Candidate starts match the window's first 64 samples; then check whole.
+  head = np.lib.stride_tricks.sliding_window_view(
+      recording[:len(recording) - len(window) + 64], 64)
+  starts = np.flatnonzero((head == window[:64]).all(axis=1))
+  return any(np.array_equal(recording[s:s + len(window)], window) for s in starts)
 
 
 def test_source_proportions_follow_the_weights(mixed_kinds):
@@ -186,12 +212,14 @@ def test_per_host_shards_are_disjoint_and_cover_the_split(mixed_kinds):
     pipeline.make_loader(mixed_kinds, "train", _options(shard_index=2, shard_count=2))
 
 
-def test_short_recordings_are_padded_with_a_mask(tmp_path):
+def test_short_recordings_are_padded_and_their_lengths_given(tmp_path):
   path = _build(str(tmp_path), [("SF",)] * 2, seconds=0.25)
   batch = _draw(path, 1, batch_size=2)[0]
-  assert np.all(batch["audio_mask"].sum(axis=1) == int(0.25 * RATE))
-  assert np.all(batch["audio"][:, int(0.25 * RATE):] == 0)
-  assert np.all(batch["audio_mask"][:, :int(0.25 * RATE)])
+  real = int(0.25 * RATE)
+  np.testing.assert_array_equal(batch["audio_length"], [real, real])
+  assert np.all(batch["audio"][:, real:] == 0)
+  # Levels 1/64 and 2/64 of full scale, alternating in sign.
+  assert np.all(np.abs(batch["audio"][:, :real]) >= 512)
 
 
 def test_cut_window_is_a_uniform_contiguous_slice():
@@ -199,15 +227,19 @@ def test_cut_window_is_a_uniform_contiguous_slice():
   rng = np.random.default_rng(0)
   starts = []
   for _ in range(300):
-    window, mask = pipeline.cut_window(audio, 100, rng)
-    assert mask.all()
-    start = int(round(window[0] * 32768)) + 50
-    np.testing.assert_array_equal(window, audio[start:start + 100] / 32768.0)
+    window, length = pipeline.cut_window(audio, 100, rng)
+    assert length == 100 and window.dtype == np.int16
+    start = int(window[0]) + 50
+    np.testing.assert_array_equal(window, audio[start:start + 100])
     starts.append(start)
   counts = np.bincount(starts, minlength=3)
   assert len(counts) == 3 and counts.min() > 70  # both edges reachable
-  exact, mask = pipeline.cut_window(audio[:100], 100, rng)
-  assert mask.all() and exact[0] == -50 / 32768.0
+  exact, length = pipeline.cut_window(audio[:100], 100, rng)
+  assert length == 100 and exact[0] == -50
+  short, length = pipeline.cut_window(audio[:30], 100, rng)
+  assert length == 30 and np.array_equal(short[:30], audio[:30]) and not short[30:].any()
+  with pytest.raises(ValueError, match="int16"):
+    pipeline.cut_window(audio.astype(np.float32), 100, rng)
 
 
 def test_tokenization_matches_the_reference_wordpiece_tokenizer(tiny_demo):

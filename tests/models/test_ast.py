@@ -7,6 +7,8 @@ swapped or untransposed tensor would go unnoticed, so `_randomise` redraws
 every parameter.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -285,6 +287,43 @@ def test_model_gives_unit_norm_embeddings(tiny_params):
   assert no_distillation.num_prefix_tokens == 1
   shapes = jax.eval_shape(no_distillation.init, jax.random.PRNGKey(0), log_mel)
   assert shapes["params"]["embeddings"]["position_embeddings"].shape == (1, 1 + 468, 64)
+
+
+def test_remat_blocks_import_hf_weights_and_keep_values_and_gradients(tiny_checkpoint,
+                                                                      tiny_params):
+  log_mel = _log_mel(2)
+  remat = ast.Model(variant="tiny", dropout_rate=0.1, remat=True)
+  plain = ast.Model(variant="tiny", dropout_rate=0.1)
+  # The same parameter tree, so the same checkpoints (ours and HF's) load.
+  shapes = jax.eval_shape(remat.init, jax.random.PRNGKey(0), log_mel)["params"]
+  assert (jax.tree.map(lambda x: (x.shape, x.dtype), shapes)
+          == jax.tree.map(lambda x: (x.shape, x.dtype), tiny_params))
+  params, report = ast.load(shapes, tiny_checkpoint)
+  assert report["missing"] == report["unused"] == []
+  params["projection"] = tiny_params["projection"]
+  # HF parity through the rematerialised blocks.
+  hf_out, _ = _hf_forward(_randomise(hf_ast.ASTModel(_hf_config()), seed=4), log_mel)
+  encoder = ast.ASTEncoder(**ast.decode_variant("tiny"), remat=True)
+  last, _ = jax.jit(encoder.apply)({"params": params["encoder"]}, log_mel)
+  assert _max_abs(last, hf_out.last_hidden_state) < ATOL
+
+  def loss(model, params):
+    z = model.apply({"params": params}, log_mel, train=True,
+                    rngs={"dropout": jax.random.PRNGKey(5)})
+    return jnp.sum(z * jnp.arange(z.shape[-1]))
+
+  value, grads = jax.jit(jax.value_and_grad(lambda p: loss(plain, p)))(params)
+  value_r, grads_r = jax.jit(jax.value_and_grad(lambda p: loss(remat, p)))(params)
+  np.testing.assert_allclose(value_r, value, rtol=1e-6)
+  # Recomputation may reorder float sums: equal to ~1e-5 of the gradient's
+  # scale (a leaf whose gradient nearly cancels to 0 keeps only rounding).
+  scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(grads))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale),
+               grads_r, grads)
+  # One rematerialised region per block (tiny: 2), none without remat.
+  regions = lambda model: len(re.findall(r"= (?:remat\w*|checkpoint)\[", str(
+      jax.make_jaxpr(lambda p: loss(model, p))(params))))
+  assert regions(remat) == 2 and regions(plain) == 0
 
 
 def test_patch_grid_matches_hf():

@@ -225,6 +225,48 @@ def test_tiny_pretraining_safetensors_loads_with_prefix(tiny_pretraining, tmp_pa
   assert max(diffs) < TOLERANCE, diffs
 
 
+def _remat_regions(fn, *args) -> int:
+  """How many rematerialised regions the jaxpr of fn(*args) holds."""
+  return len(re.findall(r"= (?:remat\w*|checkpoint)\[", str(jax.make_jaxpr(fn)(*args))))
+
+
+@pytest.mark.parametrize("train_layers", [-1, 1])
+def test_remat_layers_import_hf_weights_and_keep_values_and_gradients(tiny_pretraining,
+                                                                      train_layers):
+  hf, state = tiny_pretraining
+  ids, mask = _random_batch(3, 12, lengths=[12, 5, 1])
+  plain = bert.Model("tiny", train_layers=train_layers)
+  remat = bert.Model("tiny", train_layers=train_layers, remat=True)
+  # The same parameter tree, so the same checkpoints (ours and HF's) load.
+  shapes = lambda m: jax.tree.map(lambda x: (x.shape, x.dtype), jax.eval_shape(
+      m.init, jax.random.key(0), ids, mask))
+  assert shapes(remat) == shapes(plain)
+  params, _ = bert.load(_init("tiny", ids, mask), state)
+  # HF parity through the rematerialised layers.
+  encoder = bert.BertEncoder(**bert.decode_variant("tiny"), remat=True)
+  _, ours = jax.jit(encoder.apply)({"params": params["encoder"]}, ids, mask)
+  theirs = _hf_hidden_states(hf.bert, ids, mask)
+  assert max(_max_diff_real_tokens(o, t, mask) for o, t in zip(ours, theirs)) < TOLERANCE
+
+  def loss(model, params):
+    z = model.apply({"params": params}, ids, mask, train=True,
+                    rngs={"dropout": jax.random.key(5)})
+    return jnp.sum(z * jnp.arange(z.shape[-1]))
+
+  value, grads = jax.jit(jax.value_and_grad(functools.partial(loss, plain)))(params)
+  value_r, grads_r = jax.jit(jax.value_and_grad(functools.partial(loss, remat)))(params)
+  np.testing.assert_allclose(value_r, value, rtol=1e-6)
+  # Recomputation may reorder float sums: equal to ~1e-5 of the gradient's
+  # scale (a leaf whose gradient nearly cancels to 0 keeps only rounding).
+  scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(grads))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale),
+               grads_r, grads)
+  # One region per trained layer: frozen layers keep nothing to recompute.
+  trained = 2 if train_layers == -1 else train_layers
+  assert _remat_regions(functools.partial(loss, remat), params) == trained
+  assert _remat_regions(functools.partial(loss, plain), params) == 0
+
+
 def test_unknown_checkpoint_key_raises(tiny_pretraining):
   _, state = tiny_pretraining
   ids, mask = _random_batch(1, 4, lengths=[4])

@@ -111,6 +111,26 @@ def test_sigterm_saves_a_checkpoint_and_stops(tiny_demo, tmp_path):
   assert "saving step" in output
 
 
+def test_resume_with_a_changed_learning_rate_is_refused_unless_allowed(tiny_demo, tmp_path):
+  data_dir = tiny_demo[2]
+  _run(_train_command(data_dir, tmp_path, "--config.num_train_steps=2"))
+  # num_train_steps may change by default; the learning rate may not.
+  changed = _train_command(data_dir, tmp_path, "--config.num_train_steps=3",
+                           "--config.optimizer.learning_rate=0.01")
+  out = subprocess.run(changed, cwd=REPO, env=_env(), capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode != 0
+  assert "optimizer.learning_rate: 0.001 -> 0.01" in out.stderr, out.stderr[-3000:]
+  assert "num_train_steps" not in out.stderr.split("ConfigChangedError")[-1]
+  assert [r["step"] for r in summary.read_metrics(str(tmp_path))] == [1, 2]
+  out = _run(changed + ["--allow_config_change=optimizer.learning_rate"])
+  assert "Trained to step 3" in out.stdout
+  rows = summary.read_metrics(str(tmp_path))
+  assert [r["step"] for r in rows] == [1, 2, 3]
+  # Step 3 ran with the new rate (linear warmup over 50 steps, at step index 2).
+  np.testing.assert_allclose(rows[-1]["learning_rate"], 0.01 * 2 / 50, rtol=1e-6)
+
+
 def _config(data_dir, **overrides):
   config = demo_config.get_config("runlocal=True")
   config.input.data_dir = data_dir
@@ -135,7 +155,9 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(tiny_demo, tmp_pat
     batch = real(iterators)
     calls.append(1)
     if len(calls) > 2:  # steps 3, 4, 5 see NaN audio
-      batch["audio"] = np.full_like(batch["audio"], np.nan)
+      # The pipeline ships int16 audio, which cannot hold NaN; the model
+      # takes float waveforms too.
+      batch["audio"] = np.full(batch["audio"].shape, np.nan, np.float32)
     return batch
   monkeypatch.setattr(contrastive, "_next_host_batch", poisoned)
   with pytest.raises(contrastive.NonFiniteError, match="3 consecutive steps"):

@@ -94,3 +94,98 @@ def test_text_learning_rate_scale_scales_only_text_updates():
   assert np.all(np.asarray(reference["text"]["encoder"]["kernel"]) != 0)
   with np.testing.assert_raises(ValueError):
     optimizer_lib.make(config, learning_rate_scales=(("^text/", -1.0),))
+
+
+_WEIGHT_LAYERS = ("Dense", "DenseGeneral", "Conv")
+
+
+def _init_with_layer_types(model):
+  """The abstract parameter tree of `model` and {module path: layer class},
+  recorded while flax builds it."""
+  from flax import linen as nn  # pylint: disable=g-import-not-at-top
+  from jplaylist.models import two_tower  # pylint: disable=g-import-not-at-top
+  layers = {}
+
+  def record(next_fun, args, kwargs, context):
+    layers[tuple(context.module.path)] = type(context.module).__name__
+    return next_fun(*args, **kwargs)
+  with nn.intercept_methods(record):
+    variables = jax.eval_shape(lambda: two_tower.init(model, jax.random.key(0)))
+  return dict(variables["params"]), layers
+
+
+def _decaying_leaves(params) -> tuple[set[str], set[str]]:
+  from jplaylist import sharding  # pylint: disable=g-import-not-at-top
+  decays, spared = set(), set()
+  mask = optimizer_lib.decay_mask(params)
+  for path, leaf in jax.tree_util.tree_leaves_with_path(mask):
+    (decays if leaf else spared).add(sharding.path_str(path))
+  return decays, spared
+
+
+def _model_trees():
+  """The demo model (ResNet + MiniLM BERT), M-AST (AST + BERT-base), and the
+  tiny runlocal demo, with the trainer's sigmoid-loss bias added."""
+  from configs import demo as demo_config  # pylint: disable=g-import-not-at-top
+  from configs import mulan as mulan_config  # pylint: disable=g-import-not-at-top
+  from jplaylist.models import two_tower  # pylint: disable=g-import-not-at-top
+  for name, config in (("demo", demo_config.get_config()),
+                       ("demo runlocal", demo_config.get_config("runlocal=True")),
+                       ("mulan ast", mulan_config.get_config("audio=ast"))):
+    params, layers = _init_with_layer_types(two_tower.build(config))
+    params["loss_bias"] = jnp.zeros([], jnp.float32)
+    yield name, params, layers
+
+
+def test_weight_decay_reaches_dense_and_conv_kernels_only_on_the_real_models():
+  for name, params, layers in _model_trees():
+    decays, spared = _decaying_leaves(params)
+    # Independent reference: a leaf decays when flax created it as the kernel
+    # of a Dense or Conv layer (from the layer's class, not the leaf's name).
+    expected = set()
+    for path, _ in jax.tree_util.tree_leaves_with_path(params):
+      keys = tuple(str(k.key) for k in path)
+      if keys[-1] == "kernel" and layers.get(keys[:-1]) in _WEIGHT_LAYERS:
+        expected.add("/".join(keys))
+    assert decays == expected, name
+    assert len(decays) > 10, name
+    for spared_leaf in ("temperature_raw", "loss_bias"):
+      assert spared_leaf in spared, name
+    # Norms, embedding tables and learned tokens are spared, by kind:
+    kinds = {"norm": ("LayerNorm/scale", "LayerNorm/bias", "/scale", "/bias"),
+             "embedding table": ("word_embeddings/embedding",
+                                 "position_embeddings/embedding",
+                                 "token_type_embeddings/embedding"),
+             "bias": ("/bias",)}
+    for kind, suffixes in kinds.items():
+      found = [p for p in spared if p.endswith(suffixes)]
+      assert found, (name, kind)
+      assert not any(p.endswith(suffixes) for p in decays), (name, kind)
+    if name == "mulan ast":
+      for token in ("audio/encoder/embeddings/cls_token",
+                    "audio/encoder/embeddings/position_embeddings"):
+        assert token in spared, token
+      assert "audio/encoder/embeddings/patch_embeddings/kernel" in decays
+    else:
+      # ResNet BatchNorm scales and offsets, conv kernels decaying.
+      assert any("bn" in p and p.endswith("/scale") for p in spared), name
+      assert any("conv" in p and p.endswith("/kernel") for p in decays), name
+
+
+def test_weight_decay_leaves_embeddings_and_tokens_alone():
+  config = common.optimizer(learning_rate=0.1, weight_decay=0.5)
+  optimizer, _ = optimizer_lib.make(config)
+  params = {"text": {"word_embeddings": {"embedding": jnp.ones((5, 2))},
+                     "dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)},
+                     "LayerNorm": {"scale": jnp.ones(2), "bias": jnp.ones(2)}},
+            "audio": {"cls_token": jnp.ones((1, 1, 2)),
+                      "position_embeddings": jnp.ones((1, 3, 2)),
+                      "conv": {"kernel": jnp.ones((3, 3, 1, 2))}},
+            "temperature_raw": jnp.asarray(2.0), "loss_bias": jnp.asarray(-10.0)}
+  zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+  updates, _ = optimizer.update(zero, optimizer.init(params), params)
+  moved = {path: float(jnp.abs(u).max()) for path, u in
+           jax.tree_util.tree_leaves_with_path(updates)}
+  moved = {"/".join(str(k.key) for k in path): v for path, v in moved.items()}
+  assert {p for p, v in moved.items() if v > 0} == {"text/dense/kernel", "audio/conv/kernel"}
+  np.testing.assert_allclose(updates["audio"]["conv"]["kernel"], -0.05)
