@@ -316,11 +316,17 @@ def check_config_change(saved: Mapping[str, Any],
     The allowed changes, (dotted path, saved, new), to report.
 
   Raises:
-    ConfigChangedError: naming every refused field, old -> new.
+    ConfigChangedError: naming every refused field, old -> new. A field
+      absent from the saved config is refused only when its new value is
+      not an off value (0, False, "", None or empty).
   """
   changes = config_changes(saved, new)
   patterns = (*RESUME_MAY_CHANGE, *allow)
-  refused = [c for c in changes if not _allowed(c[0], patterns)]
+  # A field the library gained after the checkpoint was written, at an off
+  # value (0, False, "", empty), is the behaviour the checkpoint trained
+  # with: new options here default to off.
+  refused = [(path, old, new_value) for path, old, new_value in changes
+             if not _allowed(path, patterns) and not (old == _ABSENT and not new_value)]
   if refused:
     lines = "\n".join(f"  {path}: {old!r} -> {new!r}" for path, old, new in refused)
     raise ConfigChangedError(

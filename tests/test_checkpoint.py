@@ -102,6 +102,25 @@ def test_allowed_fields_by_default_and_by_name_parent_or_pattern():
                                                           "model"])
 
 
+def test_fields_added_since_the_checkpoint_pass_only_when_off():
+  saved = _json_round_trip(_config())
+  new = _config()
+  new.model.audio_new_option = 0
+  new.optimizer.new_flag = False
+  assert [c[0] for c in checkpoint_lib.check_config_change(saved, new)] == [
+      "model.audio_new_option", "optimizer.new_flag"]
+  new.model.audio_new_option = 16
+  with pytest.raises(checkpoint_lib.ConfigChangedError,
+                     match=r"model.audio_new_option: '\(absent\)' -> 16"):
+    checkpoint_lib.check_config_change(saved, new)
+  # A field missing from the saved config with a value that is not off is
+  # refused, whatever the reason it is missing.
+  del saved["input"]["batch_size"]
+  new.model.audio_new_option = 0
+  with pytest.raises(checkpoint_lib.ConfigChangedError, match=r"input.batch_size: '\(absent\)' -> 8"):
+    checkpoint_lib.check_config_change(saved, new)
+
+
 def _tiny_state(value):
   return {"w": jnp.full([4], value, jnp.float32), "step": jnp.asarray(3, jnp.int32)}
 
