@@ -87,22 +87,23 @@ class Model:
 
   def windows(self, waveform: np.ndarray) -> np.ndarray:
     """[num_windows, window_samples] float32 windows of one recording (model rate)."""
-    return self.windows_and_masks(waveform)[0]
+    return self.windows_and_lengths(waveform)[0]
 
-  def windows_and_masks(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(windows [num_windows, window_samples] float32, masks of the same shape,
-    bool, False on zero padding) of one recording at the model's rate."""
+  def windows_and_lengths(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(windows [num_windows, window_samples] float32, lengths [num_windows]
+    int32: each window's real samples, zero padding after them) of one
+    recording at the model's rate."""
     w = self.window_samples
     full, rest = divmod(len(waveform), w)
     keep_rest = rest and (full == 0 or rest >= self.min_last_window * w)
     count = full + (1 if keep_rest else 0)
     out = np.zeros((count, w), np.float32)
-    mask = np.zeros((count, w), bool)
+    lengths = np.zeros(count, np.int32)
     for i in range(count):
       piece = waveform[i * w:(i + 1) * w]
       out[i, :len(piece)] = piece
-      mask[i, :len(piece)] = True
-    return out, mask
+      lengths[i] = len(piece)
+    return out, lengths
 
   def embed_audio(self, waveforms: Sequence[np.ndarray] | np.ndarray,
                   sample_rate: int) -> np.ndarray:
@@ -116,7 +117,7 @@ class Model:
     Returns:
       [N, embed_dim] float32, L2-normalised.
     """
-    per_recording, per_recording_masks = [], []
+    per_recording, per_recording_lengths = [], []
     for index, waveform in enumerate(waveforms):
       waveform = np.asarray(waveform, np.float32)
       if waveform.ndim != 1 or not len(waveform):
@@ -127,17 +128,16 @@ class Model:
       if sample_rate != self.sample_rate:
         waveform = soxr.resample(waveform, sample_rate, self.sample_rate,
                                  quality="HQ").astype(np.float32)
-      windows, masks = self.windows_and_masks(waveform)
+      windows, lengths = self.windows_and_lengths(waveform)
       per_recording.append(windows)
-      per_recording_masks.append(masks)
+      per_recording_lengths.append(lengths)
     if not per_recording:
       return np.zeros((0, self.model.embed_dim), np.float32)
     windows = np.concatenate(per_recording)
     if self.pool_valid_frames:
-      # Windows are padded at the end only, so a length says all a mask
-      # would. Padding rows of the last batch get length 0: pooling then
-      # falls back to a plain mean for them, and they are trimmed anyway.
-      lengths = np.concatenate(per_recording_masks).sum(axis=1).astype(np.int32)
+      # Padding rows of the last batch get length 0: pooling then falls
+      # back to a plain mean for them, and they are trimmed anyway.
+      lengths = np.concatenate(per_recording_lengths)
       embedded = self._batched(lambda chunk: self._audio_fn(self.variables, *chunk),
                                (windows, lengths))
     else:
