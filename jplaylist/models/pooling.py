@@ -1,7 +1,8 @@
 """Pooling over time that counts only frames of real audio.
 
 The input pipeline zero-pads clips shorter than the window at the end and says
-which samples are real in `audio_mask` [B, samples]. Padding is silence at the
+how many samples are real in `audio_length` [B]; the model turns that into a
+sample mask `audio_mask` [B, samples] (`two_tower.valid_samples`). Padding is silence at the
 log-mel floor (-100 dB), and a plain mean over time lets it into the
 embedding: a 3-s clip in a 10-s window is then 70% silence to the tower. Here:
 
