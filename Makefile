@@ -16,7 +16,8 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	touch $(STAMP)
 
-# Test-only packages (the PyTorch references of the parity tests).
+# Test-only packages: the references of the parity tests (PyTorch, gensim,
+# implicit), the browser driver client and pytest-xdist.
 $(TEST_STAMP): $(STAMP) requirements-test.txt
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-test.txt
 	touch $(TEST_STAMP)
@@ -37,8 +38,15 @@ demo: $(STAMP)
 	@echo "Play the demo library in a terminal: $(PY) -m launch.play --workdir=$(WORKDIR) --index=$(WORKDIR)/library.npz --text='solo flute'"
 	@echo "Or in a browser: $(PY) -m launch.serve --workdir=$(WORKDIR), then open http://127.0.0.1:8000/"
 
+# pytest-xdist workers: one per core of a 2-core CI machine. `--dist loadfile`
+# keeps each file on one worker, so a module fixture (e.g. the multihost
+# reference run) runs once; `--no-loadscope-reorder` hands out files in the
+# order tests/conftest.py puts them (the long ones first). TEST_WORKERS=0 runs
+# in this process.
+TEST_WORKERS ?= 2
+
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 bench-pipeline: $(STAMP)
 	$(PY) -m bench.pipeline --data_dir=$(DATA_DIR)

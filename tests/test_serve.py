@@ -408,15 +408,18 @@ def test_the_launcher_serves_a_folder_index_with_the_text_tower(trained_workdir,
                                      attributes=[{"duration_s": 1.0}] * 4,
                                      meta={"source": str(music)})
   path = index.save(str(tmp_path / "library.npz"))
-  with socket.socket() as probe:
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-  server = subprocess.Popen(
-      [sys.executable, "-m", "launch.serve", f"--workdir={trained_workdir}", f"--index={path}",
-       f"--port={port}", "--queue_length=4"], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True)
-  url = f"http://127.0.0.1:{port}"
-  try:
+  # The launcher binds the port itself, and another test running beside this
+  # one (pytest-xdist) may take a probed port first: then it starts again on
+  # another. Any other early exit fails the test.
+  for attempt in range(3):
+    with socket.socket() as probe:
+      probe.bind(("127.0.0.1", 0))
+      port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "launch.serve", f"--workdir={trained_workdir}",
+         f"--index={path}", f"--port={port}", "--queue_length=4"], cwd=REPO, env=ENV,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while server.poll() is None and time.monotonic() < deadline:
       try:
@@ -424,6 +427,11 @@ def test_the_launcher_serves_a_folder_index_with_the_text_tower(trained_workdir,
         break
       except httpx2.HTTPError:
         time.sleep(0.5)
+    if server.poll() is None or attempt == 2:
+      break
+    early = server.communicate()[0]
+    assert "address already in use" in early.lower(), early[-3000:]
+  try:
     assert server.poll() is None, server.communicate()[0][-3000:]
     created = httpx2.post(url + "/api/sessions", json={"text": "more flute"}, timeout=60)
     assert created.status_code == 201, created.text

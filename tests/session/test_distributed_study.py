@@ -3,7 +3,6 @@
 import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -75,13 +74,11 @@ def _command(output_dir):
           "--config.ranking_metrics=False", "--config.num_resamples=20"]
 
 
-def test_two_processes_give_the_records_of_one(tmp_path):
+def test_two_processes_give_the_records_of_one(tmp_path, reserve_port):
   """2 CPU processes x 2 devices against 1 process x 4 devices: identical
   per-session records (exact: every device runs the same program on the same
   sessions in both layouts), outputs and progress from process 0 only."""
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = s.getsockname()[1]
+  port = reserve_port()  # held for the coordinator: see tests/conftest.py
   multi, single = tmp_path / "multi", tmp_path / "single"
   processes = [subprocess.Popen(
       _command(multi) + [f"--coordinator_address=localhost:{port}", "--num_processes=2",

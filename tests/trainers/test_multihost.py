@@ -8,7 +8,6 @@ compared with one uninterrupted two-process run of the same config.
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 
@@ -25,15 +24,11 @@ NUM_STEPS = 10
 _QUIET = ["--config.evals.zero_shot.every=0", "--config.evals.text_to_music.every=0"]
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
+def _start_pair(port, data_dir, workdir, *overrides):
+  """Both processes of a 2-process run, each with 1 device; stdout+stderr piped.
 
-
-def _start_pair(data_dir, workdir, *overrides):
-  """Both processes of a 2-process run, each with 1 device; stdout+stderr piped."""
-  port = _free_port()
+  `port`: the coordinator's, from the `reserve_port` fixture (tests/conftest.py).
+  """
   return [subprocess.Popen(
       _train_command(data_dir, workdir, *_QUIET, *overrides) + [
           f"--coordinator_address=localhost:{port}", "--num_processes=2",
@@ -73,11 +68,11 @@ def _params(workdir):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_demo, tmp_path_factory):
+def uninterrupted(tiny_demo, tmp_path_factory, reserve_port):
   """An uninterrupted 2-process run of NUM_STEPS steps: (workdir, loss by step)."""
   workdir = tmp_path_factory.mktemp("uninterrupted")
-  _finish(_start_pair(tiny_demo[2], workdir, f"--config.num_train_steps={NUM_STEPS}",
-                      "--config.checkpoint_every=100"))
+  _finish(_start_pair(reserve_port(), tiny_demo[2], workdir,
+                      f"--config.num_train_steps={NUM_STEPS}", "--config.checkpoint_every=100"))
   rows = summary.read_metrics(str(workdir))
   assert [r["step"] for r in rows] == list(range(1, NUM_STEPS + 1))
   return workdir, {r["step"]: r["loss"] for r in rows}
@@ -96,11 +91,11 @@ def _assert_same_run(workdir, uninterrupted):
 
 
 def test_kill_9_of_both_processes_then_resume_gives_the_same_run(tiny_demo, tmp_path,
-                                                                 uninterrupted):
+                                                                 uninterrupted, reserve_port):
   data_dir = tiny_demo[2]
   # The first run is set to go on far past NUM_STEPS, so the kill cannot come
   # too late; the resume shortens it (num_train_steps may change on resume).
-  processes = _start_pair(data_dir, tmp_path, "--config.num_train_steps=1000",
+  processes = _start_pair(reserve_port(), data_dir, tmp_path, "--config.num_train_steps=1000",
                           "--config.checkpoint_every=2")
   _wait_for_rows(tmp_path, processes, 5)
   for p in processes:
@@ -109,7 +104,8 @@ def test_kill_9_of_both_processes_then_resume_gives_the_same_run(tiny_demo, tmp_
     p.communicate()
   killed_at = len((tmp_path / "metrics.jsonl").read_text().splitlines())
   assert killed_at < NUM_STEPS
-  outputs = _finish(_start_pair(data_dir, tmp_path, f"--config.num_train_steps={NUM_STEPS}",
+  outputs = _finish(_start_pair(reserve_port(), data_dir, tmp_path,
+                                f"--config.num_train_steps={NUM_STEPS}",
                                 "--config.checkpoint_every=2"))
   resumed = re.search(r"resumed from step (\d+)", outputs[0])
   assert resumed and 2 <= int(resumed.group(1)) <= killed_at, outputs[0][-3000:]
@@ -117,9 +113,9 @@ def test_kill_9_of_both_processes_then_resume_gives_the_same_run(tiny_demo, tmp_
 
 
 def test_sigterm_to_the_second_process_stops_both_at_one_step(tiny_demo, tmp_path,
-                                                             uninterrupted):
+                                                             uninterrupted, reserve_port):
   data_dir = tiny_demo[2]
-  processes = _start_pair(data_dir, tmp_path, "--config.num_train_steps=1000",
+  processes = _start_pair(reserve_port(), data_dir, tmp_path, "--config.num_train_steps=1000",
                           "--config.checkpoint_every=1000")
   _wait_for_rows(tmp_path, processes, 3)
   processes[1].send_signal(signal.SIGTERM)
@@ -135,6 +131,6 @@ def test_sigterm_to_the_second_process_stops_both_at_one_step(tiny_demo, tmp_pat
   checkpoints = os.listdir(tmp_path / "checkpoints")
   assert [c for c in checkpoints if c.isdigit()] == [str(stop_step)], checkpoints
   assert outputs[0].count("saving step") == 1
-  _finish(_start_pair(data_dir, tmp_path, f"--config.num_train_steps={NUM_STEPS}",
-                      "--config.checkpoint_every=1000"))
+  _finish(_start_pair(reserve_port(), data_dir, tmp_path,
+                      f"--config.num_train_steps={NUM_STEPS}", "--config.checkpoint_every=1000"))
   _assert_same_run(tmp_path, uninterrupted)
