@@ -71,6 +71,9 @@ def model(*, audio_tower: str = "resnet", audio_variant: str = "50",
   # nn.remat), for one more forward pass; what it saves: bench/remat.py.
   config.audio_remat = False
   config.text_remat = False
+  # A frozen copy of the trained text layers as they started, for the loss's
+  # text_distill_weight (needs train_text_layers >= 0).
+  config.text_teacher = False
   config.specaugment = ml_collections.ConfigDict(dict(
       num_time_masks=2, max_time_width=40, num_freq_masks=2, max_freq_width=8))
   return config
@@ -113,6 +116,11 @@ def loss(*, kind: str = "mulan", implementation: str = "gather") -> ml_collectio
   config.initial_bias = -10.0          # siglip only
   # Pairs whose texts are identical are not negatives of each other.
   config.mask_duplicate_texts = False
+  # Weight of the text similarity-distillation term: the text tower's pairwise
+  # cosines in the batch kept near those of the sentence encoder it started
+  # from (model.text_teacher), so it keeps its language. 0: off. It builds
+  # two [B, B] cosine matrices of the global batch, whatever `implementation`.
+  config.text_distill_weight = 0.0
   return config
 
 

@@ -29,7 +29,11 @@ def get_config(arg: str | None = None):
   # log-mel, pools mean and std over valid frames, and joins two clip-level
   # paths to its pooled features: learned key profiles of the pitch classes
   # (mode) and the onset envelope's autocorrelation (tempo); identical texts
-  # in a batch are not negatives of each other.
+  # in a batch are not negatives of each other. The text tower's pairwise
+  # cosines are kept near those of the frozen MiniLM it starts from (weight
+  # 10, chosen on validation among 0, 10 and 30, BENCHMARKS.md "Text
+  # similarity distillation"): the tuned layers keep the sentence encoder's
+  # sense of which captions mean the same (text triplets 0.81 -> 0.88).
   config.model.text_pooling = "mean"
   config.model.train_text_encoder = True
   config.model.train_text_layers = 2
@@ -39,6 +43,8 @@ def get_config(arg: str | None = None):
   config.model.audio_key_profiles = 16
   config.model.audio_tempo_bands = 24
   config.loss.mask_duplicate_texts = True
+  config.model.text_teacher = True
+  config.loss.text_distill_weight = 10.0
   common.training(config, num_train_steps=600, log_every=20,
                   checkpoint_every=200, eval_every=200)
   config.eval_batches = 1

@@ -493,3 +493,29 @@ def uniform_logits_loss(batch_size: int, kind: str) -> float:
   if kind == "siglip":
     return batch_size * math.log(2.0)
   raise ValueError(f"unknown loss kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+def similarity_distillation(student: jax.Array, teacher: jax.Array) -> jax.Array:
+  """Mean squared difference of the two pairwise-cosine matrices, off the diagonal.
+
+  Keeps the batch's geometry of the student (a tuned text tower's output)
+  near that of the teacher (the sentence encoder it started from), whatever
+  their dimensions: relational distillation in the sense of Park et al.,
+  "Relational Knowledge Distillation" (CVPR 2019), on cosines. Pairs of equal
+  texts agree in both (cosine 1) and add nothing.
+
+  Args:
+    student: [B, d] unit-norm rows (the gradient flows here).
+    teacher: [B, e] unit-norm rows (held fixed).
+
+  Returns:
+    [] float32; 0 for B < 2.
+  """
+  count = student.shape[0]
+  if count < 2:
+    return jnp.zeros([], jnp.float32)
+  student = student.astype(jnp.float32)
+  teacher = lax.stop_gradient(teacher.astype(jnp.float32))
+  difference = student @ student.T - teacher @ teacher.T
+  off_diagonal = 1.0 - jnp.eye(count, dtype=jnp.float32)
+  return jnp.sum(jnp.square(difference) * off_diagonal) / (count * (count - 1))

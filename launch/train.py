@@ -1,9 +1,11 @@
-r"""Trains the two-tower model: `train_and_evaluate(config, workdir)` from flags.
+r"""Trains a model: `trainers.<config.trainer>.train_and_evaluate(config, workdir)`.
 
   python -m launch.train --config=configs/demo.py --workdir=workdirs/demo
+  python -m launch.train --config=configs/highlights.py --workdir=workdirs/highlights
   python -m launch.train --config=configs/mulan.py:audio=ast --workdir=/tmp/m \
       --config.input.batch_size=64 --config.optimizer.learning_rate=1e-4
 
+`config.trainer` picks the trainer ("contrastive" when absent, "classifier").
 Config fields can be overridden with --config.FIELD=VALUE; the config is
 locked, so a misspelled or ill-typed field is rejected with a message that
 names it. Multi-host: pass --coordinator_address, --num_processes and
@@ -24,7 +26,11 @@ import jax
 from ml_collections import config_flags
 
 from jplaylist import sharding
+from jplaylist.trainers import classifier
 from jplaylist.trainers import contrastive
+
+# config.trainer -> the trainer module (train_and_evaluate, eval_summary).
+TRAINERS = {"contrastive": contrastive, "classifier": classifier}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -44,11 +50,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
+  name = _CONFIG.value.get("trainer", "contrastive")
+  if name not in TRAINERS:
+    raise app.UsageError(f"config.trainer={name!r}; known: {', '.join(TRAINERS)}")
   sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   # Surface accidental host<->device copies inside the training loop.
   jax.config.update("jax_transfer_guard", "log")
-  result = contrastive.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
-                                          allow_config_change=tuple(_ALLOW_CHANGE.value))
+  trainer = TRAINERS[name]
+  result = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                                      allow_config_change=tuple(_ALLOW_CHANGE.value))
   if result["preempted"]:  # every process says so: hosts log separately
     print(f"Process {jax.process_index()}: stopped at step {result['step']} "
           f"({result['stop_reason']}); run the same command to resume.", flush=True)
@@ -56,9 +66,7 @@ def main(argv):
     workdir = os.path.abspath(_WORKDIR.value)
     print(f"\nTrained to step {result['step']}.")
     if result["eval"]:
-      print(f"Held-out contrastive loss {result['eval']['loss']:.4f} "
-            f"(uniform logits: {result['uniform_logits_loss']:.4f}); "
-            f"audio->text accuracy {result['eval']['accuracy_audio_to_text']:.3f}")
+      print(trainer.eval_summary(result))
     print(f"Checkpoints: {workdir}/checkpoints\n"
           f"TensorBoard: tensorboard --logdir {workdir}/tensorboard")
 

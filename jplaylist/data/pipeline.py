@@ -28,6 +28,13 @@ Audio stays int16 up to the device: the model scales it to float32 there
 `audio_length`, so a 10-s window at 16 kHz ships 320,004 bytes rather than
 800,000 (float32 samples and a bool mask per sample).
 
+With `labels` (`LabelOptions`, for a supervised classifier) an example is
+instead a window and a label read from the record's `attributes` (no text):
+
+  audio        [B, window_samples] int16, audio_length [B] int32 as above
+  label        [B] int32 class index (single-label), or [B, C] float32
+               multi-hot (multi-label: the attribute is a list of values)
+
 Randomness comes from grain's per-record generator, which depends only on the
 seed and the record's position in the sampler's order, so every example
 (window and text) is the same for any number of worker processes. Grain deals
@@ -40,7 +47,8 @@ stopped.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+import json
+from typing import Any, Mapping, Sequence
 
 from absl import flags
 import grain
@@ -166,14 +174,71 @@ class MakeExample(grain.transforms.RandomMap):
             "text_mask": mask[0], "source": np.int32(source)}
 
 
+@dataclasses.dataclass(frozen=True)
+class LabelOptions:
+  """Which record attribute is the label, and its classes.
+
+  Attributes:
+    field: key in the record's `attributes` JSON ("style", "instruments").
+    classes: the class names, in the order of the model's outputs.
+    multi_label: the attribute is a list of values (multi-hot labels; values
+      outside `classes` are not labels of this task and are left out);
+      otherwise one value, which must be one of `classes`.
+  """
+
+  field: str
+  classes: Sequence[str]
+  multi_label: bool = False
+
+  def __post_init__(self):
+    if not self.classes:
+      raise ValueError(f"labels.classes is empty (labels.field={self.field!r}): name the "
+                       "classes, in the order of the model's outputs")
+    repeated = sorted({str(c) for c in self.classes
+                       if [str(x) for x in self.classes].count(str(c)) > 1})
+    if repeated:
+      raise ValueError(f"labels.classes repeats {repeated}: each class names one output")
+
+
+class MakeLabelledExample(grain.transforms.RandomMap):
+  """TFDS record -> one (window, label) example of a supervised classifier."""
+
+  def __init__(self, options: PipelineOptions, sample_rate: int, labels: LabelOptions):
+    self.window = int(round(options.window_seconds * sample_rate))
+    self.labels = labels
+    self.index = {name: i for i, name in enumerate(labels.classes)}
+
+  def random_map(self, element: dict[str, Any], rng: np.random.Generator):
+    attributes = json.loads(_as_str(element["attributes"]))
+    field = self.labels.field
+    if field not in attributes:
+      raise ValueError(f"record {_as_str(element['id'])!r} has no attribute {field!r} "
+                       f"(it has {sorted(attributes)})")
+    value = attributes[field]
+    if self.labels.multi_label:
+      label = np.zeros(len(self.index), np.float32)
+      for name in (value if isinstance(value, list) else [value]):
+        if str(name) in self.index:
+          label[self.index[str(name)]] = 1.0
+    elif str(value) not in self.index:
+      raise ValueError(f"record {_as_str(element['id'])!r}: {field}={value!r} is not "
+                       f"one of the classes {list(self.labels.classes)}")
+    else:
+      label = np.int32(self.index[str(value)])
+    audio, audio_length = cut_window(np.asarray(element["audio"]), self.window, rng)
+    return {"audio": audio, "audio_length": audio_length, "label": label}
+
+
 def make_loader(dataset_path: str, split: str,
-                options: PipelineOptions = PipelineOptions()) -> grain.DataLoader:
+                options: PipelineOptions = PipelineOptions(),
+                labels: LabelOptions | None = None) -> grain.DataLoader:
   """A grain DataLoader over one split of a built music-text dataset.
 
   Args:
     dataset_path: the dataset's version folder (`builder.build(...).path`).
     split: "train", "validation" or "test".
     options: how examples are drawn and batched.
+    labels: for a classifier: (window, label) examples instead of (window, text).
 
   Returns:
     A DataLoader; `iter(loader)` yields batch dicts (see module docstring) and
@@ -198,7 +263,8 @@ def make_loader(dataset_path: str, split: str,
       shuffle=options.shuffle, num_epochs=options.num_epochs, seed=options.seed)
   return grain.DataLoader(
       data_source=source, sampler=sampler,
-      operations=[MakeExample(options, sample_rate),
+      operations=[MakeExample(options, sample_rate) if labels is None
+                  else MakeLabelledExample(options, sample_rate, labels),
                   grain.transforms.Batch(options.batch_size,
                                          drop_remainder=options.drop_remainder)],
       worker_count=options.worker_count)

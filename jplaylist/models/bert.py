@@ -294,25 +294,29 @@ def _first_trained_layer(variant: str, train_encoder: bool, train_layers: int) -
 
 
 def frozen_patterns(variant: str, *, train_encoder: bool = True, train_layers: int = -1,
-                    prefix: str = "") -> tuple[str, ...]:
+                    prefix: str = "", teacher: bool = False) -> tuple[str, ...]:
   """Regexes of the encoder parameters that never train (for the optimizer).
 
   Args:
     variant: a `decode_variant` name.
     train_encoder, train_layers: as the `Model` fields.
     prefix: the tower's path in the full parameter tree, e.g. "text/".
+    teacher: the tower has a `teacher` (Model.teacher): its copies are frozen.
 
   Returns:
     Regexes on "/"-joined parameter paths: the embeddings and the layers below
-    the first trained one (the whole encoder when train_encoder is False).
+    the first trained one (the whole encoder when train_encoder is False),
+    and the teacher.
   """
   first = _first_trained_layer(variant, train_encoder, train_layers)
+  # The teacher's copies never train, whatever the encoder does.
+  teacher_patterns = (f"^{prefix}teacher/",) if teacher else ()
   if first is None:
-    return ()
+    return teacher_patterns
   if first == decode_variant(variant)["num_layers"]:
-    return (f"^{prefix}encoder/",)
+    return (f"^{prefix}encoder/",) + teacher_patterns
   return (f"^{prefix}encoder/embeddings/",) + tuple(
-      f"^{prefix}encoder/layer_{index}/" for index in range(first))
+      f"^{prefix}encoder/layer_{index}/" for index in range(first)) + teacher_patterns
 
 
 class Model(nn.Module):
@@ -332,6 +336,13 @@ class Model(nn.Module):
       its top k layers: embeddings and lower layers are frozen, run without
       dropout and pass no gradient (see `frozen_patterns` for the optimizer).
     remat: rematerialise each trained encoder layer (BertEncoder.remat).
+    teacher: keep a frozen copy of the trained top layers (`_Teacher`, set to
+      the encoder's layers by `copy_to_teacher` after a warm start) and, when
+      the "intermediates" collection is mutable, sow the unit-norm mean-pooled
+      output of the frozen lower layers followed by that copy as
+      ("intermediates", "teacher_embedding"): the sentence embedding the tower started
+      from, for `losses.similarity_distillation`. Needs a frozen boundary
+      (train_layers >= 0, or train_encoder False); costs nothing otherwise.
   """
 
   variant: str = "base"
@@ -342,6 +353,7 @@ class Model(nn.Module):
   pooling: str = "cls"
   train_layers: int = -1
   remat: bool = False
+  teacher: bool = False
 
   @nn.compact
   def __call__(self, text_ids, text_mask, *, train: bool = False):
@@ -357,24 +369,87 @@ class Model(nn.Module):
     """
     if self.pooling not in POOLINGS:
       raise ValueError(f"unknown text pooling {self.pooling!r}; known: {', '.join(POOLINGS)}")
-    sequence, _ = BertEncoder(
-        **decode_variant(self.variant), dropout_rate=self.dropout_rate,
+    sizes = decode_variant(self.variant)
+    first = _first_trained_layer(self.variant, self.train_encoder, self.train_layers)
+    sequence, hidden_states = BertEncoder(
+        **sizes, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.dropout_rate, dtype=self.dtype,
-        first_trained_layer=_first_trained_layer(self.variant, self.train_encoder,
-                                                 self.train_layers),
-        remat=self.remat, name="encoder")(text_ids, text_mask, train=train)
+        first_trained_layer=first, remat=self.remat, name="encoder")(
+            text_ids, text_mask, train=train)
     if self.pooling == "cls":
       pooled = sequence[:, 0]
     else:
-      # sentence-transformers' mean pooling: real tokens only, count clamped.
-      weights = text_mask.astype(jnp.float32)[:, :, None]
-      pooled = (jnp.sum(sequence.astype(jnp.float32) * weights, axis=1)
-                / jnp.maximum(jnp.sum(weights, axis=1), 1e-9)).astype(self.dtype)
+      pooled = _mean_pool(sequence, text_mask).astype(self.dtype)
     z = nn.Dense(self.embed_dim, dtype=self.dtype, name="projection")(pooled)
-    z = z.astype(jnp.float32)
-    # rsqrt of a clamped squared norm: finite value and gradient at z == 0.
-    return z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True),
-                                         _NORM_EPS ** 2))
+    if self.teacher:
+      if first is None:
+        raise ValueError("a text teacher needs a frozen boundary: set train_layers to the "
+                         "number of top layers to train (0.."
+                         f"{sizes['num_layers']}), not -1")
+      # Only where asked for (training with distillation), and at init to
+      # create the copy's parameters: inference runs no teacher.
+      if self.is_initializing() or self.is_mutable_collection("intermediates"):
+        below = jax.lax.stop_gradient(hidden_states[first])
+        taught = _Teacher(first, **sizes, dtype=self.dtype, name="teacher")(
+            below, text_mask.astype(bool))
+        self.sow("intermediates", "teacher_embedding",
+                 _unit(jax.lax.stop_gradient(_mean_pool(taught, text_mask))))
+    return _unit(z.astype(jnp.float32))
+
+
+def _mean_pool(sequence, text_mask):
+  """sentence-transformers' mean pooling: real tokens only, count clamped (float32)."""
+  weights = text_mask.astype(jnp.float32)[:, :, None]
+  return (jnp.sum(sequence.astype(jnp.float32) * weights, axis=1)
+          / jnp.maximum(jnp.sum(weights, axis=1), 1e-9))
+
+
+def _unit(z):
+  # rsqrt of a clamped squared norm: finite value and gradient at z == 0.
+  return z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True),
+                                       _NORM_EPS ** 2))
+
+
+class _Teacher(nn.Module):
+  """Frozen copies of an encoder's layers first..num_layers-1, run without dropout.
+
+  Parameter names mirror the encoder's ("layer_<i>"), so `copy_to_teacher`
+  copies subtrees one for one.
+  """
+
+  first: int
+  num_layers: int
+  hidden_size: int
+  num_heads: int
+  intermediate_size: int
+  vocab_size: int
+  max_positions: int
+  type_vocab_size: int
+  layer_norm_eps: float
+  gelu_approximate: bool
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, key_mask):
+    for index in range(self.first, self.num_layers):
+      x = _Layer(self.num_heads, self.intermediate_size, self.gelu_approximate, 0.0,
+                 layer_norm_eps=self.layer_norm_eps, dropout_rate=0.0, dtype=self.dtype,
+                 param_dtype=jnp.float32, name=f"layer_{index}")(x, key_mask, False)
+    return x
+
+
+def copy_to_teacher(params: dict[str, Any]) -> dict[str, Any]:
+  """A `Model`'s params with its teacher set to the encoder's layers of the same names.
+
+  Called once after initialisation and warm start, so the teacher is the
+  encoder the tower starts from; params without a teacher come back as given.
+  """
+  if "teacher" not in params:
+    return params
+  missing = sorted(set(params["teacher"]) - set(params["encoder"]))
+  if missing:
+    raise ValueError(f"teacher layers {missing} have no encoder layer of the same name")
+  return dict(params, teacher={name: params["encoder"][name] for name in params["teacher"]})
 
 
 def _hf_name(flax_path: tuple[str, ...]) -> tuple[str, bool]:

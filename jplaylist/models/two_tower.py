@@ -166,6 +166,9 @@ class Model(nn.Module):
       the memory saved. The frontend is not wrapped: no parameter lies
       below it, so its intermediates are never kept for a backward pass.
     text_remat: the same for the text tower's (trained) BERT layers.
+    text_teacher: the text tower keeps a frozen copy of its trained top
+      layers as they started (`bert.Model.teacher`) and sows their sentence
+      embedding for the loss's `text_distill_weight`.
   """
 
   audio_tower: str = "resnet"
@@ -187,6 +190,7 @@ class Model(nn.Module):
   audio_tempo_bands: int = 0
   audio_remat: bool = False
   text_remat: bool = False
+  text_teacher: bool = False
 
   def setup(self):
     config = frontend_lib.decode(self.frontend)
@@ -219,7 +223,7 @@ class Model(nn.Module):
                                train_encoder=self.train_text_encoder,
                                pooling=self.text_pooling,
                                train_layers=self.train_text_layers, dtype=self.dtype,
-                               remat=self.text_remat)
+                               remat=self.text_remat, teacher=self.text_teacher)
     self.temperature_raw = self.param(
         "temperature_raw",
         lambda _: jnp.asarray(raw_from_temperature(self.initial_temperature),
@@ -293,7 +297,8 @@ def frozen_patterns(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """Regexes of the parameters of a `config.model` that never train."""
   return bert_lib.frozen_patterns(
       config.text_variant, train_encoder=config.get("train_text_encoder", True),
-      train_layers=config.get("train_text_layers", -1), prefix="text/")
+      train_layers=config.get("train_text_layers", -1), prefix="text/",
+      teacher=config.get("text_teacher", False))
 
 
 def init(model: Model, rng: jax.Array, *, batch_size: int = 1, num_samples: int | None = None,

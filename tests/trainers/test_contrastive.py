@@ -221,13 +221,11 @@ def test_unknown_or_ill_typed_config_fields_are_rejected(tmp_path, flag, message
   assert message in out.stderr + out.stdout
 
 
-def test_two_processes_match_one_process_with_the_same_global_batch(tiny_demo, tmp_path):
+def test_two_processes_match_one_process_with_the_same_global_batch(tiny_demo, tmp_path,
+                                                                   reserve_port):
   """2 CPU processes x 2 devices (jax.distributed, per-host input shards)
   against 1 process x 4 devices reading the same two input shards."""
-  import socket
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = s.getsockname()[1]
+  port = reserve_port()  # held for the coordinator: see tests/conftest.py
   data_dir = tiny_demo[2]
   steps = ["--config.num_train_steps=4", "--config.checkpoint_every=100"]
   multi = tmp_path / "multi"
