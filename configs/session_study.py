@@ -5,6 +5,8 @@ r"""A session simulation study: strategies compared over thousands of simulated 
       --config.library.index=workdirs/demo/library_train.npz \
       --config.library.text_workdir=workdirs/demo --output_dir=workdirs/demo/study
   python -m launch.simulate --config=configs/session_study.py:runlocal=True --output_dir=/tmp/s
+  python -m launch.simulate --config=configs/session_study.py:library=demo,long_term=item2vec \
+      --config.library.index=workdirs/demo/library.npz --output_dir=/tmp/study_item2vec
 
 `library=synthetic` (default) draws a clustered 128-d library; `library=demo`
 reads a library index written by `launch.embed` and embeds the listeners'
@@ -17,7 +19,9 @@ the strategy reads) runs in one compiled call on `num_tuning_sessions`
 sessions of tuning listeners; the variant with the best mean listen rate is
 reported, with the baselines and adaptive's `ablations`, on `num_sessions`
 sessions of other listeners. A grid is changed from the command line, e.g.
-`--config.sweep.linucb.ucb_alpha="(0.0,0.5)"`.
+`--config.sweep.linucb.ucb_alpha="(0.0,0.5)"`. `long_term=item2vec` (or `mf`)
+fuses adaptive with a ranker trained on the listeners' earlier sessions only,
+and reports it against no fusion and against the background direction.
 """
 
 import ml_collections
@@ -26,9 +30,12 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-  args = common.parse_arg(arg, library="synthetic", runlocal="False")
+  args = common.parse_arg(arg, library="synthetic", runlocal="False", long_term="background")
   if args["library"] not in ("synthetic", "demo"):
     raise ValueError(f"library must be synthetic or demo, got {args['library']!r}")
+  if args["long_term"] not in ("background", "item2vec", "mf"):
+    raise ValueError(f"long_term must be background, item2vec or mf, got "
+                     f"{args['long_term']!r}")
   runlocal = common.is_true(args["runlocal"])
   config = ml_collections.ConfigDict()
   config.seed = 0
@@ -94,6 +101,15 @@ def get_config(arg: str | None = None):
   # Held-out ablations of adaptive's chosen setting (protocol.ABLATIONS).
   config.ablations = ("no_refit", "equal_weights", "no_recency", "no_cold_start", "no_fusion")
   config.num_resamples = 2000             # bootstrap resamples for the CIs
+  # The long-term "mix ranker" adaptive fuses with (jplaylist/session/long_term.py):
+  # "background" (the background direction of the earlier sessions), or a
+  # ranker learned from the earlier sessions only, "item2vec" or "mf"
+  # (jplaylist/playlists/long_term.py; the held-out report then adds the
+  # ablation "background_fusion" beside "no_fusion").
+  config.long_term = args["long_term"]
+  config.long_term_settings = ml_collections.ConfigDict(dict(
+      item2vec=dict(dim=64, window=5, epochs=10, negative=5, sample=1e-3),
+      mf=dict(factors=32, regularization=0.1, alpha=2.0, iterations=15)))
 
   if args["library"] == "demo":
     config.library.num_prototypes = 12
@@ -127,4 +143,8 @@ def get_config(arg: str | None = None):
     config.sweep.knn = dict(knn_negative=(0.0, 0.5))
     config.sessions_per_chunk = 8
     config.num_resamples = 100
+    config.long_term_settings.item2vec = dict(dim=8, window=3, epochs=2, negative=3,
+                                              sample=1e-3, steps_per_call=4)
+    config.long_term_settings.mf = dict(factors=4, regularization=0.1, alpha=2.0,
+                                        iterations=3)
   return config

@@ -79,10 +79,18 @@ class LineStyle:
   marker: str | None
   muted: bool                  # a baseline: grey, thinner, drawn below the learners
 
-  def kwargs(self) -> dict:
-    """Keyword arguments of `Axes.plot`."""
+  def kwargs(self, values=None) -> dict:
+    """Keyword arguments of `Axes.plot` for a line through `values`.
+
+    A line with no finite value (e.g. a ratio to an oracle that had nothing
+    to serve) is drawn without markers: matplotlib's fractional `markevery`
+    fails on it.
+    """
+    marker = self.marker
+    if values is not None and not np.any(np.isfinite(np.asarray(values, np.float64))):
+      marker = None
     return dict(color=self.color, linestyle=self.linestyle, linewidth=self.linewidth,
-                marker=self.marker, markersize=3.5, markevery=0.08,
+                marker=marker, markersize=3.5, markevery=0.08 if marker else None,
                 zorder=2 if self.muted else 3)
 
 
@@ -272,8 +280,8 @@ def plot_curves(per_event_curves: Mapping[str, np.ndarray], path: str,
         lo, hi = (bands_lib.moving_average(b[s], window) for b in bands[metric])
         _band(axis, events, lo, hi, names[s], style[names[s]],
               (-np.inf, np.inf) if cumulative else (0, 1))
-      axis.plot(events, bands_lib.moving_average(curves[metric][s], window), label=names[s],
-                **style[names[s]].kwargs())
+      line = bands_lib.moving_average(curves[metric][s], window)
+      axis.plot(events, line, label=names[s], **style[names[s]].kwargs(line))
     if (metric == "listen_rate" and "oracle_listen_rate" in curves and "oracle" not in names
         and "oracle_listen_rate" not in metrics):
       # Differs by strategy only through what each has played: one line.
@@ -332,7 +340,8 @@ def plot_adaptation(adaptation_curves: Mapping, path: str,
           lo, hi = bands[group][key]
           _band(axes[row, column], offsets, lo[s], hi[s], names[s], style[names[s]],
                 (0, np.inf) if key == "ratio" else (0, 1))
-        axes[row, column].plot(offsets, values[s], label=names[s], **style[names[s]].kwargs())
+        axes[row, column].plot(offsets, values[s], label=names[s],
+                                **style[names[s]].kwargs(values[s]))
     fraction = adaptation_curves.get("recovery_fraction", 0.9)
     axes[row, 0].axhline(fraction, color="black", linestyle=(0, (1, 2)), linewidth=0.9,
                          label=f"recovery threshold ({fraction:.0%})")

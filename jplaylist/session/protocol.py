@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
+from jplaylist.session import long_term as long_term_lib
 from jplaylist.session import metrics
 from jplaylist.session import plots as plots_lib
 from jplaylist.session import report as session_report
@@ -61,6 +62,39 @@ ABLATIONS = {
                       lambda p: dict(handover_at=0.0, handover_width=0.01)),
     "no_fusion": ("fusion with the background model", lambda p: dict(mix_weight=0.0)),
 }
+# Ablations of a learned long-term ranker (config.long_term "item2vec" or
+# "mf"): not a setting but another mix ranker, run in a call of their own on
+# the same sessions and draws (`held_out`). "background_fusion" fuses the
+# background direction instead, at the same chosen setting.
+LONG_TERM_ABLATIONS = {
+    "background_fusion": "the learned ranker (the background direction fused instead)",
+}
+def ablation_info(ablations: Sequence[str], long_term: str = "background") -> dict[str, str]:
+  """Ablation -> what it switches off, naming the mix ranker that is fused."""
+  info = {}
+  for name in ablations:
+    if name in LONG_TERM_ABLATIONS:
+      info[name] = LONG_TERM_ABLATIONS[name].replace("learned ranker", f"learned ranker "
+                                                     f"({long_term})")
+    elif name == "no_fusion" and long_term != "background":
+      info[name] = f"fusion with the learned long-term ranker ({long_term})"
+    else:
+      info[name] = ABLATIONS[name][0]
+  return info
+
+
+def check_ablations(ablations: Sequence[str], long_term: str = "background") -> None:
+  """Raises ValueError naming unknown ablations, or ones this mix ranker lacks."""
+  unknown = sorted(set(ablations) - set(ABLATIONS) - set(LONG_TERM_ABLATIONS))
+  if unknown:
+    raise ValueError(f"unknown ablations {unknown}; known: "
+                     f"{sorted(ABLATIONS) + sorted(LONG_TERM_ABLATIONS)}")
+  learned_only = sorted(set(ablations) & set(LONG_TERM_ABLATIONS))
+  if learned_only and long_term == "background":
+    raise ValueError(f"ablations {learned_only} need a learned long-term ranker; "
+                     "config.long_term is 'background'")
+
+
 # Strategies whose grid is crossed with another's chosen setting.
 TUNED_FROM = {"adaptive_mlp": "adaptive"}
 # Metrics of the comparison rows.
@@ -147,6 +181,7 @@ def shared_listeners(plan_a: simulator.SessionPlan, plan_b: simulator.SessionPla
 def tune(world: simulator.World, plan: simulator.SessionPlan, spec: study.StudySpec, rng,
          grids: Mapping[str, Sequence[tuple[str, dict]]], *,
          params: strategies_lib.StrategyParams | None = None,
+         long_term: long_term_lib.LongTerm | None = None,
          log: Callable[[str], None] = print) -> dict[str, dict]:
   """Runs each learner's grid on tuning sessions and chooses the best variant.
 
@@ -157,6 +192,7 @@ def tune(world: simulator.World, plan: simulator.SessionPlan, spec: study.StudyS
     grids: strategy -> [(name, overrides)] (`expand_grid`).
     params: the setting the overrides apply to (default `StrategyParams.create()`);
       a strategy of TUNED_FROM starts from its source's chosen setting.
+    long_term: the learned mix ranker over `plan`'s sessions (`study.run`).
     log: progress lines.
 
   Returns:
@@ -183,7 +219,8 @@ def tune(world: simulator.World, plan: simulator.SessionPlan, spec: study.StudyS
       variants[strategy] = [(name, params.with_values(**{**inherited[strategy], **overrides}))
                             for name, overrides in grids[strategy]]
     round_spec = dataclasses.replace(spec, strategies=tuple(strategies), ranking_metrics=False)
-    results = study.run(world, plan, round_spec, rng, variants=variants, log=log)
+    results = study.run(world, plan, round_spec, rng, variants=variants,
+                        long_term=long_term, log=log)
     listen = np.mean(results["served_prob"], axis=(1, 2))
     start = 0
     for strategy in strategies:
@@ -207,21 +244,51 @@ def tune(world: simulator.World, plan: simulator.SessionPlan, spec: study.StudyS
 
 def held_out(world: simulator.World, plan: simulator.SessionPlan, spec: study.StudySpec, rng,
              chosen: Mapping[str, Mapping], *, ablations: Sequence[str] = tuple(ABLATIONS),
+             long_term: long_term_lib.LongTerm | None = None,
              log: Callable[[str], None] = print) -> dict:
   """Every strategy at its chosen setting, and adaptive's ablations, on `plan`.
 
+  With a learned `long_term` ranker the fusing learners use it, and a
+  LONG_TERM_ABLATIONS entry runs adaptive at its chosen setting with the
+  background direction instead, in a call of its own with the same key (so
+  the same listener draws per session and event: the rows stay paired).
+
   Returns:
-    `study.run`'s results; names are the strategies, then "adaptive[<ablation>]".
+    `study.run`'s results; names are the strategies, then "adaptive[<ablation>]"
+    (a long-term ablation last).
   """
-  unknown = sorted(set(ablations) - set(ABLATIONS))
-  if unknown:
-    raise ValueError(f"unknown ablations {unknown}; known: {sorted(ABLATIONS)}")
+  check_ablations(ablations, long_term.kind if long_term is not None else "background")
   variants = {s: [("", entry["params"])] for s, entry in chosen.items()}
   if "adaptive" in variants:
     full = variants["adaptive"][0][1]
     variants["adaptive"] += [(name, full.with_values(**ABLATIONS[name][1](full)))
-                             for name in ablations]
-  return study.run(world, plan, spec, rng, variants=variants, log=log)
+                             for name in ablations if name in ABLATIONS]
+  results = study.run(world, plan, spec, rng, variants=variants, long_term=long_term, log=log)
+  other = [name for name in ablations if name in LONG_TERM_ABLATIONS]
+  if other and "adaptive" in variants:
+    background_spec = dataclasses.replace(spec, strategies=("adaptive",))
+    extra = study.run(world, plan, background_spec, rng,
+                      variants={"adaptive": [(name, full) for name in other]}, log=log)
+    results = merge_results(results, extra)
+  return results
+
+
+def merge_results(first: dict, second: dict) -> dict:
+  """Two `study.run` results on the same plan as one: names and records appended."""
+  names = list(first["names"]) + list(second["names"])
+  duplicated = sorted({n for n in names if names.count(n) > 1})
+  if duplicated:
+    raise ValueError(f"merge_results: both results have {duplicated}")
+  merged = dict(first)
+  for key, value in second.items():
+    if key in ("names", "seconds", "switch", "switch_text"):
+      continue
+    merged[key] = np.concatenate([first[key], value])
+  merged["names"] = names
+  merged["seconds"] = {**first["seconds"],
+                       **{f"{k} ({', '.join(second['names'])})": v
+                          for k, v in second["seconds"].items()}}
+  return merged
 
 
 def unchanged_ablations(params: strategies_lib.StrategyParams, ablations: Sequence[str]
@@ -229,7 +296,7 @@ def unchanged_ablations(params: strategies_lib.StrategyParams, ablations: Sequen
   """The ablations that leave `params` as they are (tuning already switched the
   component off, e.g. chose no recency decay): their rows equal the method."""
   same = []
-  for name in ablations:
+  for name in (a for a in ablations if a in ABLATIONS):
     ablated = params.with_values(**ABLATIONS[name][1](params))
     if all(bool(np.array_equal(a, b)) for a, b in zip(jax.tree.leaves(params),
                                                       jax.tree.leaves(ablated))):
@@ -349,8 +416,15 @@ def run_protocol(config, world: simulator.World, log: Callable[[str], None] = pr
                            spec.strategies)
   if unused:
     log(f"sweep grids of strategies not in this study, not run: {unused}")
+  kind = config.get("long_term", "background")
+  if kind not in long_term_lib.KINDS:
+    raise ValueError(f"config.long_term={kind!r}: expected one of {long_term_lib.KINDS}")
+  ablations = tuple(config.ablations)
+  if kind != "background":  # the learned ranker is compared with the background one
+    ablations += tuple(a for a in LONG_TERM_ABLATIONS if a not in ablations)
+  check_ablations(ablations, kind)
   plan = simulator.sample_sessions(plan_key, config.num_sessions, world)
-  chosen, shared = {}, 0
+  chosen, shared, rankers = {}, 0, {}
   if config.num_tuning_sessions:
     tuning_plan = simulator.sample_sessions(tuning_key, config.num_tuning_sessions, world)
     shared = shared_listeners(tuning_plan, plan)
@@ -359,27 +433,61 @@ def run_protocol(config, world: simulator.World, log: Callable[[str], None] = pr
                          "held-out plan")
     log(f"tuning on {config.num_tuning_sessions} sessions of other listeners than the "
         f"{config.num_sessions} held-out ones")
-    chosen = tune(world, tuning_plan, spec, tune_run_key, grids, log=log)
+    tuning_ranker = fit_long_term(config, world, tuning_plan, "tuning", rankers, log)
+    chosen = tune(world, tuning_plan, spec, tune_run_key, grids, long_term=tuning_ranker,
+                  log=log)
   else:
     log("num_tuning_sessions=0: every strategy at its default setting, untuned")
     chosen = tune(world, plan, spec, tune_run_key, {}, log=log)
-  results = held_out(world, plan, spec, run_key, chosen, ablations=tuple(config.ablations),
-                     log=log)
+  ranker = fit_long_term(config, world, plan, "held_out", rankers, log)
+  results = held_out(world, plan, spec, run_key, chosen, ablations=ablations,
+                     long_term=ranker, log=log)
   names = list(results["names"])
-  section = compare(results, names, ablations=tuple(config.ablations), baseline=config.baseline,
+  section = compare(results, names, ablations=ablations, baseline=config.baseline,
                     num_resamples=config.num_resamples, seed=config.seed)
   section.update(
       names=names, num_tuning_sessions=int(config.num_tuning_sessions),
       num_sessions=int(config.num_sessions), shared_listeners=shared,
       tuning={s: {k: v for k, v in entry.items() if k != "params"}
               for s, entry in chosen.items()},
-      ablation_info={a: ABLATIONS[a][0] for a in config.ablations},
-      ablations_unchanged=(unchanged_ablations(chosen["adaptive"]["params"],
-                                               tuple(config.ablations))
+      ablation_info=ablation_info(ablations, kind),
+      ablations_unchanged=(unchanged_ablations(chosen["adaptive"]["params"], ablations)
                            if "adaptive" in chosen else []),
       seconds=results["seconds"], requests=simulator.request_texts(world.prototypes))
   section["default_check"] = default_check(section)
+  if kind != "background":
+    section["long_term"] = dict(kind=kind, settings=_long_term_settings(config, kind),
+                                fits=rankers)
   return section, results
+
+
+def _long_term_settings(config, kind: str) -> dict:
+  settings = config.get("long_term_settings", None)
+  return dict(settings[kind]) if settings is not None and kind in settings else {}
+
+
+def fit_long_term(config, world: simulator.World, plan: simulator.SessionPlan, label: str,
+                  fits: dict, log: Callable[[str], None] = print
+                  ) -> long_term_lib.LongTerm | None:
+  """The learned mix ranker of `config.long_term` over `plan`'s sessions (None: background).
+
+  Trained on the plan's earlier sessions alone (`plan.history_track` and
+  `history_kind`): the studied sessions and the listeners' hidden state
+  never reach it. Its statistics are stored in `fits[label]`.
+  """
+  kind = config.get("long_term", "background")
+  if kind == "background":
+    return None
+  # Imported here: the session engine itself imports no trainer.
+  from jplaylist.playlists import long_term as learned  # pylint: disable=g-import-not-at-top
+  ranker, stats = learned.fit(kind, world.library.info.ids, plan.history_track,
+                              plan.history_kind, _long_term_settings(config, kind),
+                              seed=config.seed, log=log)
+  log(f"long-term ranker ({kind}) on the {label} listeners' earlier sessions: "
+      f"{stats['sequences']} sequences, {stats['items']} items, {stats['known_tracks']} of "
+      f"{stats['num_tracks']} tracks seen")
+  fits[label] = stats
+  return ranker
 
 
 def _plots(results: dict, names: Sequence[str], directory: str, section: dict,

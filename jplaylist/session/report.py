@@ -182,6 +182,21 @@ def default_lines(check: Mapping | None) -> list[str]:
   return [head + verdict + patent]
 
 
+def long_term_lines(info: Mapping | None) -> list[str]:
+  """The learned long-term ranker the adaptive strategies fused with (none: [])."""
+  if not info:
+    return []
+  settings = ", ".join(f"{k}={v}" for k, v in sorted(info.get("settings", {}).items()))
+  fits = "; ".join(f"{label}: {f['sequences']} sequences, {f['items']} listened tracks, "
+                   f"{f['known_tracks']} of {f['num_tracks']} tracks seen"
+                   for label, f in info.get("fits", {}).items())
+  return ["", f"Mix ranker: **{info['kind']}** ({settings or 'default settings'}), trained "
+          "on the earlier sessions of each run's listeners only (tuning and held-out "
+          f"listeners apart; {fits}); tracks in no training sequence score as the mean of "
+          "the seen candidates. adaptive and adaptive_mlp fuse with it; the ablations "
+          "below compare it with no fusion and with the background direction."]
+
+
 def protocol_lines(label: str, section: Mapping) -> list[str]:
   """One listener model's part of the report (a `protocol.run_protocol` section)."""
   summary = section["summary"]
@@ -228,6 +243,7 @@ def protocol_lines(label: str, section: Mapping) -> list[str]:
                  f"{_entry(section, 'skip_rate', name)} | {_entry(section, 'auc', name)} | "
                  f"{_row_cell(row)}{against} | {share_text} |")
   lines += [""] + default_lines(section.get("default_check"))
+  lines += long_term_lines(section.get("long_term"))
   if section["ablations"]:
     lines += ["", f"### Ablations of adaptive (held-out, [{level} CI])", "",
               "Each row switches one patent component off in the chosen setting; "

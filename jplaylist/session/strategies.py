@@ -14,7 +14,8 @@ The patent's adaptive strategy (WO2024043931A1) after every event:
    first skip arrives);
 5. fusion with the long-term "mix ranker" (the background model of the
    listener's overall preference, learned from earlier sessions; a zero
-   vector when there is none), its weight decaying with evidence; within the
+   vector when there is none; or a learned ranker's scores, item2vec or MF of
+   the earlier sessions, `long_term.py`), its weight decaying with evidence; within the
    session it moves slowly towards what is played, while tracks rejected in
    the current mood move it only weakly (a skip now says little about
    long-term taste).
@@ -307,6 +308,12 @@ def standardized(direction, stats):
   return direction / std, (mean @ direction) / std
 
 
+def standardized_scores(scores):
+  """[N] scores standardised over the candidates (all equal: zeros)."""
+  centred = scores - jnp.mean(scores)
+  return centred / jnp.sqrt(jnp.maximum(jnp.mean(centred * centred), 1e-12))
+
+
 def knn_query(history: examples.History, weights, negative_weight):
   """[d] query of the cold-start retrieval: the weighted centroid of positive
   examples minus `negative_weight` times that of negatives (both unit norm)."""
@@ -415,7 +422,7 @@ def _linucb(state: State, weights, params: StrategyParams, cand):
 
 
 def score(strategy: str, state: State, params: StrategyParams, cand, stats, event, elapsed,
-          rng, *, num_newton: int = logreg.NUM_NEWTON):
+          rng, *, num_newton: int = logreg.NUM_NEWTON, long_term=None):
   """Scores of the candidates for one session at `event`.
 
   Args:
@@ -428,6 +435,12 @@ def score(strategy: str, state: State, params: StrategyParams, cand, stats, even
     rng: key (Thompson sampling).
     num_newton: Newton iterations of the classifier refit, warm-started from
       the previous event's fit (static).
+    long_term: [N] scores of a learned long-term ranker for these candidates
+      (`long_term.candidate_scores`: item2vec or MF of the listener's earlier
+      sessions), fused by "adaptive" and "adaptive_mlp" with weight
+      `mix_weight` in place of the background direction `state.taste`;
+      standardised over the candidates like the other parts. None (default):
+      the background direction, exactly as without it.
 
   Returns:
     (scores [N], state with the new fit).
@@ -460,13 +473,17 @@ def score(strategy: str, state: State, params: StrategyParams, cand, stats, even
   if strategy == "adaptive_mlp":  # the model family follows the evidence
     use_mlp = (examples.evidence(history) >= params.mlp_after).astype(jnp.float32)
   parts = [(knn_query(history, weights, params.knn_negative), (1.0 - rho) * (1.0 - lam)),
-           (fit.coef, (1.0 - rho) * lam * (1.0 - use_mlp)), (state.taste, rho)]
+           (fit.coef, (1.0 - rho) * lam * (1.0 - use_mlp))]
+  if long_term is None:  # the mix ranker is the background direction
+    parts.append((state.taste, rho))
   direction, offset = jnp.zeros_like(state.taste), jnp.float32(0.0)
   for vector, weight in parts:
     unit, shift = standardized(vector, stats)
     direction += weight * unit
     offset += weight * shift
   scores = cand @ direction - offset
+  if long_term is not None:  # a learned mix ranker: its own scores, not a direction
+    scores = scores + rho * standardized_scores(long_term)
   if strategy == "adaptive_mlp":
     mlp = fit_mlp(state.mlp, history.x, history.label, weights, C=params.C,
                   learning_rate=params.mlp_learning_rate)

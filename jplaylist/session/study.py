@@ -40,6 +40,7 @@ from jplaylist.session import background
 from jplaylist.session import distributed
 from jplaylist.session import examples
 from jplaylist.session import listeners
+from jplaylist.session import long_term as long_term_lib
 from jplaylist.session import metrics
 from jplaylist.session import simulator
 from jplaylist.session import strategies as strategies_lib
@@ -47,6 +48,8 @@ from jplaylist.session import strategies as strategies_lib
 CANDIDATES = ("playlist", "library")
 # Strategies that need no learner: the study scores them itself.
 BASELINES = ("initial", "shuffle", "popularity", "oracle")
+# Learners that fuse with the long-term ranker (the others never read it).
+FUSING = ("adaptive", "adaptive_mlp")
 # Mean track length when served tracks' durations are unknown (elapsed time).
 TRACK_SECONDS = 210.0
 
@@ -93,7 +96,8 @@ def _first_argmax(x):
 
 def _session(world: simulator.World, plan: simulator.SessionPlan,
              params: strategies_lib.StrategyParams, rng, *, strategy: str, spec: StudySpec,
-             max_examples: int, forced_kinds=None, forced_fractions=None):
+             max_examples: int, forced_kinds=None, forced_fractions=None,
+             long_term_table=None, long_term_user=None):
   """Runs one session of `strategy`; returns per-event records and its final AUC.
 
   Learners see only what a player observes: the candidates' embeddings and
@@ -103,6 +107,10 @@ def _session(world: simulator.World, plan: simulator.SessionPlan,
   reaches only the oracle and the records. forced_kinds / forced_fractions
   ([E] int32 / float32, tests only): where forced_kinds[t] >= 0 the listener's
   outcome at event t is that kind and played fraction instead of `respond`'s.
+  long_term_table: (items [N, F], known [N]) of a learned long-term ranker
+  (`long_term.LongTerm`) and long_term_user: [F] this session's listener
+  vector from their earlier sessions; adaptive and adaptive_mlp fuse its
+  scores instead of the background direction. None: the background direction.
   """
   config = world.config
   library = world.library
@@ -133,6 +141,12 @@ def _session(world: simulator.World, plan: simulator.SessionPlan,
                                         plan.history_kind,
                                         reject_weight=spec.background_reject_weight)
   state = strategies_lib.init_state(max_examples, cand_embeddings.shape[1], start_taste)
+  # The learned ranker's scores are fixed for the session (it learns only
+  # from earlier sessions): computed once, not per event.
+  long_term = None
+  if long_term_table is not None:
+    long_term = long_term_lib.candidate_scores(*long_term_table, long_term_user,
+                                               cand if playlist_only else None)
 
   def scores_of(state, logits, event, elapsed, key):
     """(scores [C], state): baselines need no learner; the oracle knows the logits."""
@@ -141,7 +155,7 @@ def _session(world: simulator.World, plan: simulator.SessionPlan,
     if strategy in fixed:
       return fixed[strategy], state
     return strategies_lib.score(strategy, state, params, cand_embeddings, stats, event,
-                                elapsed, key, num_newton=spec.num_newton)
+                                elapsed, key, num_newton=spec.num_newton, long_term=long_term)
 
   def step(carry, event):
     state, played, elapsed, heard = carry
@@ -208,29 +222,39 @@ def max_examples(plan: simulator.SessionPlan) -> int:
 
 @functools.partial(jax.jit, static_argnames=("strategy", "spec", "max_examples", "mesh"))
 def _run_strategy(world, plan, variants, rng, *, strategy, spec, max_examples, mesh,
-                  session_ids=None):
+                  session_ids=None, long_term=None):
   """Records of every session ([V, B, ...]) for one strategy and V variants.
 
   `session_ids` [B] are the sessions' global indices (default 0..B-1): a
   session's draws are fold_in(rng, its index), whichever process or device
-  runs it and however many sessions share the call.
+  runs it and however many sessions share the call. `long_term`: a
+  `long_term.LongTerm` whose users are this call's B sessions, or None.
   """
   num_sessions = plan.num_sessions
+  # Sessions carry their listener's long-term vector; the item table is shared.
+  table = None if long_term is None else (long_term.items, long_term.known)
+  users = None if long_term is None else long_term.users
 
-  def local(plan_shard, keys):
+  def local(plan_shard, keys, users_shard=None):
     def chunk(args):
-      sessions, session_keys = args
+      sessions, session_keys, session_users = args
+      if session_users is None:
+        one = lambda params, p, k, u: _session(world, p, params, k, strategy=strategy,
+                                               spec=spec, max_examples=max_examples)
+      else:
+        one = lambda params, p, k, u: _session(world, p, params, k, strategy=strategy,
+                                               spec=spec, max_examples=max_examples,
+                                               long_term_table=table, long_term_user=u)
       per_variant = jax.vmap(  # variants
           lambda params: jax.vmap(  # sessions
-              lambda p, k: _session(world, p, params, k, strategy=strategy, spec=spec,
-                                    max_examples=max_examples))(sessions, session_keys))
+              lambda p, k, u: one(params, p, k, u))(sessions, session_keys, session_users))
       return per_variant(variants)
     size = keys.shape[0]
     per_chunk = min(spec.sessions_per_chunk, size)
     if size % per_chunk:
       per_chunk = size  # uneven: one chunk
     stacked = jax.tree.map(lambda x: x.reshape((size // per_chunk, per_chunk) + x.shape[1:]),
-                           (plan_shard, keys))
+                           (plan_shard, keys, users_shard))
     out = lax.map(chunk, stacked)  # [chunks, V, per_chunk, ...]
     return jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1).reshape(
         (x.shape[1], size) + x.shape[3:]), out)
@@ -239,11 +263,15 @@ def _run_strategy(world, plan, variants, rng, *, strategy, spec, max_examples, m
     session_ids = jnp.arange(num_sessions)
   keys = jax.vmap(lambda index: jax.random.fold_in(rng, index))(session_ids)
   if mesh is None:
-    return local(plan, keys)
+    return local(plan, keys, users)
   spec_in = jax.sharding.PartitionSpec("sessions")
-  return jax.shard_map(local, mesh=mesh, in_specs=(spec_in, spec_in),
+  if users is None:
+    return jax.shard_map(local, mesh=mesh, in_specs=(spec_in, spec_in),
+                         out_specs=jax.sharding.PartitionSpec(None, "sessions"),
+                         check_vma=False)(plan, keys)
+  return jax.shard_map(local, mesh=mesh, in_specs=(spec_in, spec_in, spec_in),
                        out_specs=jax.sharding.PartitionSpec(None, "sessions"),
-                       check_vma=False)(plan, keys)
+                       check_vma=False)(plan, keys, users)
 
 
 def session_mesh(num_sessions: int) -> jax.sharding.Mesh | None:
@@ -263,6 +291,7 @@ def run(world: simulator.World, plan: simulator.SessionPlan, spec: StudySpec, rn
         params: strategies_lib.StrategyParams | None = None,
         sweep: dict[str, dict[str, float]] | None = None,
         variants: dict[str, Sequence[tuple[str, strategies_lib.StrategyParams]]] | None = None,
+        long_term: long_term_lib.LongTerm | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs every strategy of `spec` (and the sweep's variants) on the same sessions.
 
@@ -277,6 +306,10 @@ def run(world: simulator.World, plan: simulator.SessionPlan, spec: StudySpec, rn
     variants: strategy -> [(name, params)]: the variants a strategy runs
       instead of `params` (all in one compiled call), named "strategy[name]",
       or "strategy" where name is "" (`protocol` builds them from a grid).
+    long_term: a learned long-term ranker over these sessions
+      (`long_term.LongTerm`, users [B, F] in the plan's session order) that
+      "adaptive" and "adaptive_mlp" fuse with instead of the background
+      direction; None (default): the background direction.
     log: where progress lines go.
 
   Returns:
@@ -298,11 +331,15 @@ def run(world: simulator.World, plan: simulator.SessionPlan, spec: StudySpec, rn
                      f"{num_candidates} candidates ({spec.candidates}): every event serves "
                      "an unplayed track")
   params = params or strategies_lib.StrategyParams.create()
+  if long_term is not None:
+    long_term.check(world.library.num_tracks, plan.num_sessions)
   slots = max_examples(plan)
   # Each process runs its block of sessions on its own devices; the records are
   # gathered after each strategy (jplaylist/session/distributed.py).
   split = distributed.blocks(plan.num_sessions)
   local_plan = split.take(plan)
+  local_long_term = (None if long_term is None
+                     else long_term.replace(users=split.take(long_term.users)))
   mesh = session_mesh(split.per_process)
   if split.process_count > 1 or split.padded_sessions > plan.num_sessions:
     log(split.describe())
@@ -325,7 +362,8 @@ def run(world: simulator.World, plan: simulator.SessionPlan, spec: StudySpec, rn
     start = time_lib.perf_counter()
     out = _run_strategy(world, local_plan, stack_variants([v for _, v in runs]), rng,
                         strategy=strategy, spec=spec, max_examples=slots, mesh=mesh,
-                        session_ids=split.session_ids)
+                        session_ids=split.session_ids,
+                        long_term=local_long_term if strategy in FUSING else None)
     out = distributed.gather(jax.device_get(out), split)
     seconds[strategy] = time_lib.perf_counter() - start
     dropped = int(np.max(out.pop("dropped_examples")))
