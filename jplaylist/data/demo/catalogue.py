@@ -166,7 +166,11 @@ def parse(work: Work, max_quarters: float | None = None) -> Score:
   collection = COLLECTIONS[work.collection]
   path = os.path.join(corpus_root(), work.path)
   kwargs = {"number": work.number} if work.number is not None else {}
-  stream = converter.parse(path, **kwargs)
+  # forceSource: neither read nor write music21's pickle cache, a fixed folder
+  # under /tmp that it writes in place: two builds at once (test workers, two
+  # users) could read each other's half-written pickles. Each build parses
+  # each work once, so the cache would only save time across builds.
+  stream = converter.parse(path, forceSource=True, **kwargs)
   if hasattr(stream, "scores"):  # an Opus despite the number: take its first
     stream = stream.scores[0]
   time_signature = stream.recurse().getElementsByClass("TimeSignature").first()
