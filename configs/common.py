@@ -148,3 +148,13 @@ def training(config: ml_collections.ConfigDict, *, num_train_steps: int,
   config.warm_start = ml_collections.ConfigDict(dict(
       text_bert="", audio_ast="", text_workdir="", audio_workdir=""))
   return config
+
+
+def runlocal_training(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`runlocal`'s loop: 4 steps, every one logged, checkpoints at 2 and 4, one eval batch."""
+  config.num_train_steps = 4
+  config.log_every = 1
+  config.checkpoint_every = 2
+  config.eval_every = 4
+  config.eval_batches = 1
+  return config

@@ -50,9 +50,5 @@ def get_config(arg: str | None = None):
     config.input.batch_size = 8
     config.input.window_seconds = 4.0
     config.model.variant = "tiny"
-    config.num_train_steps = 4
-    config.log_every = 1
-    config.checkpoint_every = 2
-    config.eval_every = 4
-    config.eval_batches = 1
+    common.runlocal_training(config)
   return config

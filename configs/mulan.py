@@ -42,9 +42,5 @@ def get_config(arg: str | None = None):
     config.input.max_text_length = 16
     config.model.audio_variant = "tiny"
     config.model.text_variant = "tiny"
-    config.num_train_steps = 4
-    config.log_every = 1
-    config.checkpoint_every = 2
-    config.eval_every = 4
-    config.eval_batches = 1
+    common.runlocal_training(config)
   return config

@@ -272,14 +272,8 @@ def make_optimizer(config: ml_collections.ConfigDict):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        allow_config_change: tuple[str, ...] = ()) -> dict[str, Any]:
-  """Trains (or resumes) in `workdir`; returns the last train and eval metrics.
-
-  A resume refuses a config that changes the run against the saved one
-  (checkpoint.check_config_change), except fields in
-  checkpoint.RESUME_MAY_CHANGE and `allow_config_change` (dotted paths).
-  A SIGTERM or SIGINT to any process stops every process after the same
-  step, which is saved ("preempted" in the result).
-  """
+  """`loop.train` with the contrastive task (`make_task`): resume rules, preemption
+  and the result as documented there; returns the last train and eval metrics."""
   global_batch = config.input.batch_size
   result = loop.train(config, workdir, functools.partial(make_task, config),
                       allow_config_change=allow_config_change)
