@@ -37,7 +37,7 @@ demo: $(STAMP)
 	    --output_dir=$(WORKDIR)/study
 	@echo "Play the demo library in a terminal: $(PY) -m launch.play --workdir=$(WORKDIR) --index=$(WORKDIR)/library.npz --text='solo flute'"
 	@echo "Or in a browser: $(PY) -m launch.serve --workdir=$(WORKDIR), then open http://127.0.0.1:8000/"
-	@echo "A DJ mix of 12 demo tracks: $(PY) -m launch.dj_mix --index=$(WORKDIR)/library.npz --dataset=$(DATA_DIR)/music_text/demo/1.0.0 --num_tracks=12 --output=$(WORKDIR)/dj_mix"
+	@echo "A DJ mix of 12 demo tracks: $(PY) -m launch.dj_mix --config=configs/dj_mix.py --index=$(WORKDIR)/library.npz --dataset=$(DATA_DIR)/music_text/demo/1.0.0 --output=$(WORKDIR)/dj_mix"
 
 # pytest-xdist workers: one per core of a 2-core CI machine. `--dist loadfile`
 # keeps each file on one worker, so a module fixture (e.g. the multihost

@@ -1,40 +1,36 @@
 r"""Writes a DJ mix of tracks from a library index (issue 15, item 5).
 
-  python -m launch.dj_mix --index=workdirs/demo/library.npz \
-      --dataset=data/music_text/demo/1.0.0 --num_tracks=12 --output=workdirs/demo/dj_mix
-  python -m launch.dj_mix --index=/tmp/my_library.npz --audio_dir=/path/to/music \
-      --num_tracks=8 --seconds=30 --crossfade=6 --output=/tmp/my_mix
+  python -m launch.dj_mix --config=configs/dj_mix.py --index=workdirs/demo/library.npz \
+      --dataset=data/music_text/demo/1.0.0 --output=workdirs/demo/dj_mix
+  python -m launch.dj_mix --config=configs/dj_mix.py --index=/tmp/my_library.npz \
+      --audio_dir=/path/to/music --config.num_tracks=8 --config.seconds=30 --output=/tmp/my_mix
 
-Draws --num_tracks tracks of the index (or takes --ids), reads their audio
-from the dataset or folder the index was embedded from, orders them for
-smooth transitions, cuts each one's highlight at beats, crossfades, and
+Draws `config.num_tracks` tracks of the index (or takes --ids), reads their
+audio from the dataset or folder the index was embedded from, orders them
+for smooth transitions, cuts each one's highlight at beats, crossfades, and
 writes mix.flac, transitions.png and report.json (total transition cost of
 the optimised, original and random orders) to --output. Tempo and key come
-from the index attributes where present, else from the audio. The work is
-`jplaylist.mixing.mix.run`; this file is intentionally kept short.
+from the index attributes where present, else from the audio. Settings:
+configs/dj_mix.py. The work is `jplaylist.mixing.mix.run`; this file is
+intentionally kept short.
 """
 
 from absl import app
 from absl import flags
 import jax
+from ml_collections import config_flags
 
 from jplaylist.mixing import mix
 from jplaylist.mixing import transitions
 
+_CONFIG = config_flags.DEFINE_config_file("config", None, "DJ mix config file.",
+                                          lock_config=True)
 _INDEX = flags.DEFINE_string("index", None, "Library index .npz (launch.embed).")
 _DATASET = flags.DEFINE_string("dataset", None, "Built dataset folder the index came from.")
 _AUDIO_DIR = flags.DEFINE_string("audio_dir", None, "A folder of audio files instead.")
-_NUM_TRACKS = flags.DEFINE_integer("num_tracks", 12, "Tracks drawn at random from the index.")
 _IDS = flags.DEFINE_list("ids", None, "Explicit track ids instead of a random draw.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seeds the draw and the random-order baseline.")
-_SECONDS = flags.DEFINE_float("seconds", 20.0, "Clip length per track (its highlight).")
-_CROSSFADE = flags.DEFINE_float("crossfade", 4.0, "Crossfade length, seconds.")
-_RULE = flags.DEFINE_enum("rule", "energy", ["energy", "first"], "Highlight rule.")
-_TEMPO_WEIGHT = flags.DEFINE_float("tempo_weight", 1.0, "Cost per 8% tempo mismatch.")
-_KEY_WEIGHT = flags.DEFINE_float("key_weight", 0.5, "Cost per Camelot-wheel step.")
-_EMBEDDING_WEIGHT = flags.DEFINE_float("embedding_weight", 2.0, "Cost per cosine distance.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder.")
-flags.mark_flags_as_required(["index", "output"])
+flags.mark_flags_as_required(["config", "index", "output"])
 
 
 def main(argv):
@@ -45,12 +41,13 @@ def main(argv):
   # The library copies host waveforms to the device explicitly; any other
   # copy is a bug and should fail.
   jax.config.update("jax_transfer_guard", "disallow")
-  weights = transitions.CostWeights(tempo=_TEMPO_WEIGHT.value, key=_KEY_WEIGHT.value,
-                                    embedding=_EMBEDDING_WEIGHT.value)
+  config = _CONFIG.value
+  weights = transitions.CostWeights(**config.weights)
   result, paths = mix.run(
       _INDEX.value, _OUTPUT.value, dataset=_DATASET.value, audio_dir=_AUDIO_DIR.value,
-      num_tracks=_NUM_TRACKS.value, ids=_IDS.value, seed=_SEED.value, seconds=_SECONDS.value,
-      crossfade=_CROSSFADE.value, rule=_RULE.value, weights=weights,
+      num_tracks=config.num_tracks, ids=_IDS.value, seed=config.seed,
+      seconds=config.seconds, crossfade=config.crossfade, rule=config.rule, weights=weights,
+      num_random=config.num_random,
       progress=lambda stage: print(f"  {stage} ...", flush=True))
   report, cost = result.report, result.report["total_cost"]
   print(f"Mixed {report['num_tracks']} tracks ({len(report['skipped'])} skipped) into "

@@ -24,7 +24,7 @@ from track i to track j is
 
 Default weights make one unit of cost = a full pitch-fader tempo mismatch =
 two Camelot steps = a cosine distance of 0.5. On 12 demo-library tracks
-(`launch.dj_mix --num_tracks=12`, seed 0, which prints these figures) the
+(`launch.dj_mix`, configs/dj_mix.py: 12 tracks, seed 0; it prints these figures) the
 weighted terms over all pairs have medians tempo 1.29, key 2.00, embedding
 1.76 (5th-95th percentiles 0.08-5.30, 0-3, 0.92-2.32; the demo model of
 2026-12-03): none drowns the others. An unknown

@@ -36,9 +36,10 @@ def test_launcher_writes_mix_plot_and_report_from_a_folder(tmp_path):
   index_path = index.save(str(tmp_path / "library.npz"))
   output = tmp_path / "mix"
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-  out = subprocess.run([sys.executable, "-m", "launch.dj_mix", f"--index={index_path}",
-                        f"--audio_dir={folder}", "--num_tracks=5", "--seconds=5",
-                        "--crossfade=1", f"--output={output}"],
+  out = subprocess.run([sys.executable, "-m", "launch.dj_mix", "--config=configs/dj_mix.py",
+                        f"--index={index_path}", f"--audio_dir={folder}",
+                        "--config.num_tracks=5", "--config.seconds=5",
+                        "--config.crossfade=1", f"--output={output}"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
   assert "Mixed 4 tracks (1 skipped)" in out.stdout and "Total transition cost" in out.stdout
