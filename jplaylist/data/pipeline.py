@@ -46,6 +46,7 @@ stopped.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 from typing import Any, Mapping, Sequence
@@ -194,8 +195,8 @@ class LabelOptions:
     if not self.classes:
       raise ValueError(f"labels.classes is empty (labels.field={self.field!r}): name the "
                        "classes, in the order of the model's outputs")
-    repeated = sorted({str(c) for c in self.classes
-                       if [str(x) for x in self.classes].count(str(c)) > 1})
+    counts = collections.Counter(str(c) for c in self.classes)
+    repeated = sorted(name for name, count in counts.items() if count > 1)
     if repeated:
       raise ValueError(f"labels.classes repeats {repeated}: each class names one output")
 

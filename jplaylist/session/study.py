@@ -238,13 +238,10 @@ def _run_strategy(world, plan, variants, rng, *, strategy, spec, max_examples, m
   def local(plan_shard, keys, users_shard=None):
     def chunk(args):
       sessions, session_keys, session_users = args
-      if session_users is None:
-        one = lambda params, p, k, u: _session(world, p, params, k, strategy=strategy,
-                                               spec=spec, max_examples=max_examples)
-      else:
-        one = lambda params, p, k, u: _session(world, p, params, k, strategy=strategy,
-                                               spec=spec, max_examples=max_examples,
-                                               long_term_table=table, long_term_user=u)
+      # Without a ranker, table and users are None: _session's default fusion.
+      one = lambda params, p, k, u: _session(world, p, params, k, strategy=strategy,
+                                             spec=spec, max_examples=max_examples,
+                                             long_term_table=table, long_term_user=u)
       per_variant = jax.vmap(  # variants
           lambda params: jax.vmap(  # sessions
               lambda p, k, u: one(params, p, k, u))(sessions, session_keys, session_users))
