@@ -4,9 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+BEAM_STAMP := $(VENV)/.installed-beam
 DATA_DIR ?= data
 
-.PHONY: demo test bench-pipeline clean-data
+.PHONY: demo test beam bench-pipeline clean-data
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "jplaylist needs Python 3.11+, found " + sys.version' 
@@ -16,9 +17,18 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	touch $(STAMP)
 
+# Optional: Apache Beam, to build datasets on a cluster (README, "Your own
+# data"). --no-deps: Beam declares bounds below the pinned set (see the file).
+$(BEAM_STAMP): $(STAMP) requirements-beam.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r requirements-beam.txt
+	touch $(BEAM_STAMP)
+
+beam: $(BEAM_STAMP)
+
 # Test-only packages: the references of the parity tests (PyTorch, gensim,
-# implicit), the browser driver client and pytest-xdist.
-$(TEST_STAMP): $(STAMP) requirements-test.txt
+# implicit), the browser driver client and pytest-xdist; and Beam, for the
+# Beam builder's test.
+$(TEST_STAMP): $(STAMP) $(BEAM_STAMP) requirements-test.txt
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-test.txt
 	touch $(TEST_STAMP)
 

@@ -12,9 +12,25 @@ jplaylist/data/manifest.py):
   python -m launch.prepare_data --dataset=folder --name=my_corpus \
       --manifest=/path/to/manifest.jsonl --audio_dir=/path/to/audio
 
+Web-mined text can pass the patent's text filters on the way in (rules, then a
+learned music-descriptive classifier from `launch.train_text_filter`):
+
+  python -m launch.prepare_data --dataset=folder --name=my_corpus \
+      --manifest=/path/to/manifest.jsonl --text_filter=classifier \
+      --text_filter_classifier=/tmp/text_filter.npz --text_filter_threshold=0.5
+
+The same folder build on Apache Beam (`make beam`: requirements-beam.txt):
+the DirectRunner here, or a cluster by pipeline options (README, "Your own data"):
+
+  python -m launch.prepare_data --dataset=folder --name=my_corpus \
+      --manifest=/path/to/manifest.jsonl --beam_runner=DirectRunner \
+      --beam_options="--direct_num_workers=2 --direct_running_mode=multi_processing"
+
 Both print a report of what was kept and what was skipped (and why), saved as
 build_report.json beside the data. This file is intentionally kept short.
 """
+
+import shlex
 
 from absl import app
 from absl import flags
@@ -22,6 +38,7 @@ from absl import logging
 
 from jplaylist.data import audio_io
 from jplaylist.data import builder
+from jplaylist.data import text_filter
 from jplaylist.data.demo import corpus
 
 _DATASET = flags.DEFINE_enum("dataset", "demo", ["demo", "folder"],
@@ -57,6 +74,33 @@ _AUDIO_DIR = flags.DEFINE_string("audio_dir", None,
 _MIN_DURATION = flags.DEFINE_float("min_duration", 1.0, "Folder: shortest kept, s.")
 _DOWNMIX = flags.DEFINE_bool("downmix", False,
                              "Folder: average multi-channel files instead of skipping.")
+_TEXT_FILTER = flags.DEFINE_enum(
+    "text_filter", "none", ["none", "rules", "classifier"],
+    "Folder: keep every text, apply the rules (length, URLs, boilerplate, non-text, "
+    "near-duplicates), or the rules and the learned classifier. Filtered texts are "
+    "counted in the report and listed in filtered_texts.jsonl.")
+_TEXT_FILTER_CLASSIFIER = flags.DEFINE_string(
+    "text_filter_classifier", None, "Folder: the classifier (.npz from launch.train_text_filter).")
+_TEXT_FILTER_THRESHOLD = flags.DEFINE_float(
+    "text_filter_threshold", 0.5, "Folder: probability of describing music a text needs.")
+_BEAM_RUNNER = flags.DEFINE_string(
+    "beam_runner", None, "Folder: build with Apache Beam on this runner (DirectRunner, "
+    "DataflowRunner, FlinkRunner, SparkRunner) instead of in one process; needs "
+    "requirements-beam.txt.")
+_BEAM_OPTIONS = flags.DEFINE_string(
+    "beam_options", None, "Folder: Beam pipeline options in one string, as on a command "
+    "line, e.g. '--flink_master=host:8081 --parallelism=32'; alone, they select Beam too.")
+
+
+def _text_filter_settings():
+  if _TEXT_FILTER.value == "none":
+    return None
+  if _TEXT_FILTER.value == "classifier" and not _TEXT_FILTER_CLASSIFIER.value:
+    raise app.UsageError("--text_filter=classifier needs --text_filter_classifier")
+  return text_filter.Settings(
+      classifier=(_TEXT_FILTER_CLASSIFIER.value if _TEXT_FILTER.value == "classifier"
+                  else None),
+      threshold=_TEXT_FILTER_THRESHOLD.value)
 
 
 def main(argv):
@@ -79,6 +123,9 @@ def main(argv):
     result = builder.build(
         manifest=_MANIFEST.value, data_dir=_DATA_DIR.value, name=_NAME.value,
         audio_dir=_AUDIO_DIR.value, force=_FORCE.value,
+        text_filter=_text_filter_settings(), beam_runner=_BEAM_RUNNER.value,
+        beam_options=(shlex.split(_BEAM_OPTIONS.value)
+                      if _BEAM_OPTIONS.value is not None else None),
         checks=audio_io.AudioChecks(sample_rate=_SAMPLE_RATE.value,
                                     min_duration_s=_MIN_DURATION.value,
                                     downmix=_DOWNMIX.value))

@@ -17,6 +17,11 @@ Every good record is kept.
 
 A build is cached: `build()` on unchanged input (manifest bytes, audio file
 sizes and times, settings) returns the existing dataset without rebuilding.
+
+The same builder also runs on Apache Beam (`build(..., beam_runner=...,
+beam_options=...)`, an optional install: requirements-beam.txt): the DirectRunner
+on one machine, Dataflow, Flink or Spark by pipeline options. Its stages, and
+how the report is gathered from Beam counters, are in `builder_beam.py`.
 """
 
 from __future__ import annotations
@@ -28,17 +33,20 @@ import hashlib
 import json
 import os
 import shutil
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
+from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
 from jplaylist.data import audio_io
 from jplaylist.data import manifest as manifest_lib
+from jplaylist.data import text_filter as text_filter_lib
 
 BUILDER_NAME = "music_text"
 VERSION = "1.0.0"
 REPORT_FILE = "build_report.json"
+FILTERED_FILE = "filtered_texts.jsonl"
 
 
 class MusicTextConfig(tfds.core.BuilderConfig):
@@ -47,7 +55,8 @@ class MusicTextConfig(tfds.core.BuilderConfig):
   def __init__(self, *, name: str, manifest: str, audio_dir: str | None = None,
                checks: audio_io.AudioChecks = audio_io.AudioChecks(),
                split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-               split_seed: int = 0, num_threads: int = 4, **kwargs):
+               split_seed: int = 0, num_threads: int = 4,
+               text_filter: text_filter_lib.Settings | None = None, **kwargs):
     super().__init__(name=name, version=VERSION, **kwargs)
     if abs(sum(split_fractions) - 1.0) > 1e-6 or min(split_fractions) < 0:
       raise ValueError(f"split_fractions must be >= 0 and sum to 1, got {split_fractions}")
@@ -57,6 +66,7 @@ class MusicTextConfig(tfds.core.BuilderConfig):
     self.split_fractions = tuple(split_fractions)
     self.split_seed = split_seed
     self.num_threads = num_threads
+    self.text_filter = text_filter
 
 
 class MusicText(tfds.core.GeneratorBasedBuilder):
@@ -70,6 +80,13 @@ class MusicText(tfds.core.GeneratorBasedBuilder):
     super().__init__(*args, **kwargs)
     self.rejected: list[manifest_lib.Rejected] = []
     self.empty_annotations_dropped = 0
+    self.filtered: list[text_filter_lib.Filtered] = []
+    # Beam path only: the pipeline's skip counters (`builder_beam.counters`),
+    # and the manifest rows the driver rejected before the pipeline ran.
+    self.pipeline_counters: dict[str, dict[str, int]] | None = None
+    self._manifest_rejected: list[manifest_lib.Rejected] = []
+    self._use_beam = False
+    self._details_dir = ""
 
   def _info(self) -> tfds.core.DatasetInfo:
     checks = self.builder_config.checks
@@ -88,24 +105,62 @@ class MusicText(tfds.core.GeneratorBasedBuilder):
         metadata=tfds.core.MetadataDict(sample_rate=checks.sample_rate),
     )
 
+  def _download_and_prepare(self, dl_manager, download_config):
+    # As for TFDS's own Beam datasets: a runner or pipeline options in the
+    # download config mean Beam.
+    self._use_beam = (download_config.beam_runner is not None
+                      or download_config.beam_options is not None)
+    super()._download_and_prepare(dl_manager, download_config)
+
   def _split_generators(self, dl_manager):
     del dl_manager  # Everything is local.
     config = self.builder_config
+    # The driver reads the manifest on both paths: it names the splits.
     parsed = manifest_lib.read(config.manifest, config.audio_dir)
     self.rejected.extend(parsed.rejected)
+    self._manifest_rejected = list(parsed.rejected)
     self.empty_annotations_dropped += parsed.empty_annotations_dropped
+    records = parsed.records
+    if config.text_filter is not None and not self._use_beam:
+      records = self._filter_texts(records)  # On Beam, a pipeline stage.
     by_split: dict[str, list[manifest_lib.Record]] = collections.defaultdict(list)
-    for record in parsed.records:
+    for record in records:
       split = record.split or assign_split(
           record.group, config.split_fractions, config.split_seed)
       by_split[split].append(record)
     if not by_split:
       raise ValueError(f"manifest {config.manifest} has no usable record; "
                        f"rejected: {_count(self.rejected)}")
-    return {split: self._generate_examples(records)
+    self._details_dir = os.path.join(os.fspath(self.data_dir), "beam_details")
+    return {split: self._generate_examples(records, split)
             for split, records in by_split.items()}
 
-  def _generate_examples(self, records: list[manifest_lib.Record]) -> Iterator[
+  def _filter_texts(self, records: list[manifest_lib.Record]) -> list[manifest_lib.Record]:
+    """Runs the text filter; a record left with no text is skipped, and counted."""
+    kept_texts, filtered = text_filter_lib.TextFilter(self.builder_config.text_filter).apply(
+        [(r.id, r.texts) for r in records])
+    self.filtered.extend(filtered)
+    out = []
+    for record, texts in zip(records, kept_texts):
+      if texts:
+        out.append(dataclasses.replace(record, texts=texts))
+      else:
+        self.rejected.append(manifest_lib.Rejected(
+            id=record.id, audio=record.audio_path, reason="all_texts_filtered",
+            detail=f"every text was filtered (listed in {FILTERED_FILE})", line=record.line))
+    return out
+
+  def _generate_examples(self, records: list[manifest_lib.Record], split: str):
+    """(id, example) pairs of one split: a generator, or on Beam a PTransform."""
+    config = self.builder_config
+    if not self._use_beam:
+      return self._examples_in_process(records)
+    from jplaylist.data import builder_beam  # pylint: disable=g-import-not-at-top
+    return builder_beam.SplitExamples(
+        records, checks=config.checks, text_filter=config.text_filter,
+        details_prefix=os.path.join(self._details_dir, split))
+
+  def _examples_in_process(self, records: list[manifest_lib.Record]) -> Iterator[
       tuple[str, dict[str, Any]]]:
     config = self.builder_config
     for record, result in _map_bounded(
@@ -116,13 +171,50 @@ class MusicText(tfds.core.GeneratorBasedBuilder):
             id=record.id, audio=record.audio_path, reason=result.reason,
             detail=result.detail, line=record.line))
         continue
-      yield record.id, {
-          "id": record.id,
-          "audio": result,
-          "texts": {s: record.texts.get(s, []) for s in manifest_lib.SOURCES},
-          "group": record.group,
-          "attributes": json.dumps(record.attributes, sort_keys=True),
-      }
+      yield record.id, to_example(record, result)
+
+  def _process_pipeline_result(self, pipeline_result) -> None:
+    """Beam path: counts from the pipeline's counters, details from its side files."""
+    from jplaylist.data import builder_beam  # pylint: disable=g-import-not-at-top
+    self.pipeline_counters = builder_beam.counters(pipeline_result)
+    rejected, filtered = builder_beam.read_details(self._details_dir)
+    shutil.rmtree(self._details_dir, ignore_errors=True)
+    self.rejected.extend(rejected)
+    self.filtered.extend(filtered)
+    listed = {builder_beam.SKIPPED: _count(rejected),
+              builder_beam.TEXTS_FILTERED: dict(sorted(collections.Counter(
+                  f.reason for f in filtered).items()))}
+    if listed != self.pipeline_counters:
+      # A runner that reports only attempted counts may count a retried
+      # bundle twice; the counts stay the counters', and this says so.
+      logging.warning("Beam counters %s differ from the records listed in the "
+                      "side outputs %s", self.pipeline_counters, listed)
+
+  def skip_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+    """(skipped records by reason, filtered texts by reason) of this build.
+
+    In one process, counted from the lists. On Beam, the manifest rows the
+    driver rejected plus the pipeline's counters for everything else.
+    """
+    if self.pipeline_counters is None:
+      return _count(self.rejected), text_filter_lib.count(self.filtered)
+    from jplaylist.data import builder_beam  # pylint: disable=g-import-not-at-top
+    skipped = collections.Counter(r.reason for r in self._manifest_rejected)
+    skipped.update(self.pipeline_counters[builder_beam.SKIPPED])
+    filtered = self.pipeline_counters[builder_beam.TEXTS_FILTERED]
+    return (dict(sorted(skipped.items())),
+            {reason: filtered.get(reason, 0) for reason in text_filter_lib.REASONS})
+
+
+def to_example(record: manifest_lib.Record, audio: np.ndarray) -> dict[str, Any]:
+  """The stored example of a record, given its audio ([num_samples] int16)."""
+  return {
+      "id": record.id,
+      "audio": audio,
+      "texts": {s: record.texts.get(s, []) for s in manifest_lib.SOURCES},
+      "group": record.group,
+      "attributes": json.dumps(record.attributes, sort_keys=True),
+  }
 
 
 def _load_or_reason(path: str, checks: audio_io.AudioChecks):
@@ -181,6 +273,8 @@ def _fingerprint(config: MusicTextConfig) -> str:
   settings = dict(checks=dataclasses.asdict(config.checks),
                   split_fractions=config.split_fractions,
                   split_seed=config.split_seed, version=VERSION,
+                  text_filter=(config.text_filter.fingerprint()
+                               if config.text_filter is not None else None),
                   audio_dir=os.path.abspath(config.audio_dir or
                                             os.path.dirname(config.manifest)))
   h.update(json.dumps(settings, sort_keys=True).encode())
@@ -199,6 +293,9 @@ def build(*, manifest: str, data_dir: str, name: str,
           checks: audio_io.AudioChecks = audio_io.AudioChecks(),
           split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
           split_seed: int = 0, num_threads: int = 4, force: bool = False,
+          text_filter: text_filter_lib.Settings | None = None,
+          beam_runner: str | None = None,
+          beam_options: Sequence[str] | None = None,
           verbose: bool = True) -> BuildResult:
   """Builds (or reuses) a TFDS music-text dataset from a manifest.
 
@@ -214,6 +311,18 @@ def build(*, manifest: str, data_dir: str, name: str,
     split_seed: seed of that assignment.
     num_threads: threads decoding audio.
     force: rebuild even if an identical build exists.
+    text_filter: the patent's text filters (`text_filter.Settings`: rules and
+      an optional learned music-descriptive classifier), or None to keep every
+      text. Filtered texts are counted by reason in the report and listed in
+      `filtered_texts.jsonl`; a record left with no text is skipped
+      (`all_texts_filtered`).
+    beam_runner: build with Apache Beam on this runner ("DirectRunner" here,
+      "DataflowRunner", "FlinkRunner", "SparkRunner"), or None for the
+      single-process path. Needs requirements-beam.txt. The dataset and the
+      report are the same either way (`num_threads` is then unused: the runner
+      sets the parallelism).
+    beam_options: Beam pipeline options, e.g. ["--runner=FlinkRunner",
+      "--flink_master=host:8081"]; given alone, they too select Beam.
     verbose: print the report.
 
   Returns:
@@ -222,7 +331,8 @@ def build(*, manifest: str, data_dir: str, name: str,
   config = MusicTextConfig(name=name, manifest=os.path.abspath(manifest),
                            audio_dir=audio_dir, checks=checks,
                            split_fractions=split_fractions,
-                           split_seed=split_seed, num_threads=num_threads)
+                           split_seed=split_seed, num_threads=num_threads,
+                           text_filter=text_filter)
   path = dataset_path(data_dir, name)
   fingerprint = _fingerprint(config)
   report_path = os.path.join(path, REPORT_FILE)
@@ -240,8 +350,11 @@ def build(*, manifest: str, data_dir: str, name: str,
   builder.download_and_prepare(
       file_format="array_record",
       download_config=tfds.download.DownloadConfig(
-          download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS))
+          download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS,
+          beam_runner=beam_runner,
+          beam_options=_pipeline_options(beam_runner, beam_options)))
   kept = {split: info.num_examples for split, info in builder.info.splits.items()}
+  skipped, texts_filtered = builder.skip_counts()
   report = {
       "dataset": name,
       "path": path,
@@ -250,17 +363,36 @@ def build(*, manifest: str, data_dir: str, name: str,
       "sample_rate": checks.sample_rate,
       "kept": dict(sorted(kept.items())),
       "kept_total": sum(kept.values()),
-      "skipped": _count(builder.rejected),
-      "skipped_total": len(builder.rejected),
+      "skipped": skipped,
+      "skipped_total": sum(skipped.values()),
       "empty_annotations_dropped": builder.empty_annotations_dropped,
       "skipped_records": [r.as_dict() for r in
                           sorted(builder.rejected, key=lambda r: r.line)],
   }
+  if text_filter is not None:
+    report["text_filter"] = dataclasses.asdict(text_filter)
+    report["texts_filtered"] = texts_filtered
+    report["texts_filtered_total"] = sum(texts_filtered.values())
+    with open(os.path.join(path, FILTERED_FILE), "w", encoding="utf-8") as f:
+      for item in builder.filtered:
+        f.write(json.dumps(item.as_dict(), ensure_ascii=False) + "\n")
   with open(report_path, "w") as f:
     json.dump(report, f, indent=1, ensure_ascii=False)
   if verbose:
     print(format_report(report))
   return BuildResult(path, report, cached=False)
+
+
+def _pipeline_options(beam_runner: str | None, beam_options: Sequence[str] | None):
+  """Beam's PipelineOptions, or None for the single-process path."""
+  if beam_runner is None and beam_options is None:
+    return None
+  try:
+    from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("building with Beam needs Apache Beam, an optional install: "
+                      "`make beam`, or pip install --no-deps -r requirements-beam.txt") from e
+  return pipeline_options.PipelineOptions(list(beam_options or ()))
 
 
 def format_report(report: dict[str, Any], max_listed: int = 20) -> str:
@@ -278,6 +410,11 @@ def format_report(report: dict[str, Any], max_listed: int = 20) -> str:
                    f"{os.path.join(report['path'], REPORT_FILE)}")
   else:
     lines.append("  skipped: none")
+  if "texts_filtered" in report:
+    lines.append(f"  texts filtered {report['texts_filtered_total']}: " + ", ".join(
+        f"{k} {v}" for k, v in report["texts_filtered"].items() if v)
+                 + (f" (each listed in {FILTERED_FILE})" if report["texts_filtered_total"]
+                    else "none"))
   if report["empty_annotations_dropped"]:
     lines.append(f"  empty annotations dropped from kept records: "
                  f"{report['empty_annotations_dropped']}")
@@ -296,6 +433,11 @@ def open_split(path: str, split: str):
     raise ValueError(f"{path} has no split {split!r}; it has "
                      f"{', '.join(builder.info.splits)}")
   return builder.as_data_source(split)
+
+
+def list_splits(path: str) -> list[str]:
+  """The splits of a built dataset, in the order its builder wrote them."""
+  return list(tfds.builder_from_directory(path).info.splits)
 
 
 def sample_rate_of(path: str) -> int:

@@ -15,6 +15,7 @@ import os
 
 ENV_VAR = "JPLAYLIST_ONTOLOGY"
 _FILE = "audioset_music_ontology.json"
+_FULL_FILE = "audioset_ontology.json"  # all 632 classes (the text filter's negatives)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,19 +26,26 @@ class OntologyClass:
   child_ids: tuple[str, ...]
 
 
-def default_path() -> str:
-  """Where the ontology file is; raises FileNotFoundError naming the places tried."""
+def default_path(full: bool = False) -> str:
+  """Where the ontology file is; raises FileNotFoundError naming the places tried.
+
+  full: the whole ontology (`audioset_ontology.json`, looked for beside the
+    music ontology) instead of its music subtree.
+  """
+  name = _FULL_FILE if full else _FILE
   candidates = []
   if os.environ.get(ENV_VAR):
-    candidates.append(os.environ[ENV_VAR])
+    env = os.environ[ENV_VAR]
+    candidates.append(os.path.join(os.path.dirname(env), name) if full else env)
   repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  candidates.append(os.path.join(os.path.dirname(repo), "shared", "data", _FILE))
-  candidates.append(os.path.join(repo, "shared", "data", _FILE))
+  candidates.append(os.path.join(os.path.dirname(repo), "shared", "data", name))
+  candidates.append(os.path.join(repo, "shared", "data", name))
   for path in candidates:
     if os.path.isfile(path):
       return path
   raise FileNotFoundError(
-      f"AudioSet music ontology not found (tried: {', '.join(candidates)}). "
+      f"AudioSet {'' if full else 'music '}ontology not found (tried: "
+      f"{', '.join(candidates)}). "
       f"Set ${ENV_VAR} or pass its path.")
 
 
