@@ -216,17 +216,37 @@ def _index(model: Model, records: Iterable, chunk: int, meta: dict,
       attributes=attributes, meta={"step": model.step, **meta})
 
 
+def block(num_items: int, part: int, num_parts: int) -> range:
+  """Positions of `part` of `num_parts` contiguous, near-equal blocks of items.
+
+  Processes embedding one library each take a block; their indexes,
+  concatenated in part order, are the one-process index.
+  """
+  if not 0 <= part < num_parts:
+    raise ValueError(f"part {part} is not in [0, {num_parts})")
+  return range(num_items * part // num_parts, num_items * (part + 1) // num_parts)
+
+
 def index_dataset(model: Model, dataset_path: str, splits: Sequence[str] = ("test",), *,
-                  chunk: int = 32, progress: bool = True) -> library_index.LibraryIndex:
-  """A library index of splits of a built dataset (attributes gain "split")."""
+                  chunk: int = 32, progress: bool = True,
+                  part: tuple[int, int] = (0, 1)) -> library_index.LibraryIndex:
+  """A library index of splits of a built dataset (attributes gain "split").
+
+  part: (k, n) embeds only the k-th of n contiguous blocks of the records
+    (splits in order), one process's share of a multi-process embedding.
+  """
+  sources = [(split, builder.open_split(dataset_path, split)) for split in splits]
+  mine = block(sum(len(source) for _, source in sources), *part)
+
   def records():
     rate = builder.sample_rate_of(dataset_path)
-    for split in splits:
-      source = builder.open_split(dataset_path, split)
-      for i in range(len(source)):
+    offset = 0
+    for split, source in sources:
+      for i in range(max(mine.start - offset, 0), min(mine.stop - offset, len(source))):
         example = source[i]
         yield (example["id"].decode(), audio_io.int16_to_float(np.asarray(example["audio"])),
                rate, {**json.loads(example["attributes"]), "split": split})
+      offset += len(source)
   return _index(model, records(), chunk, {"source": dataset_path, "split": ",".join(splits)},
                 progress)
 
@@ -252,19 +272,23 @@ def _decoded(files: Iterable[tuple[str, str]], skipped: list):
     yield record_id, samples.mean(axis=1), rate, {"file": signature}
 
 
-def index_folder(model: Model, folder: str, *, chunk: int = 32, progress: bool = True
+def index_folder(model: Model, folder: str, *, chunk: int = 32, progress: bool = True,
+                 part: tuple[int, int] = (0, 1)
                  ) -> tuple[library_index.LibraryIndex, list[tuple[str, str]]]:
   """A library index of the audio files under `folder` (ids: relative paths).
 
   Each record's attributes hold {"file": file_signature(path)}, so that
   `update_index` can tell unchanged files later.
 
+  part: (k, n) embeds only the k-th of n contiguous blocks of the files.
+
   Returns:
     (index, [(path, reason)] of files that could not be read).
   """
   skipped = []
-  index = _index(model, _decoded(audio_io.audio_files(folder), skipped), chunk,
-                 {"source": folder}, progress)
+  files = list(audio_io.audio_files(folder))
+  files = [files[i] for i in block(len(files), *part)]
+  index = _index(model, _decoded(files, skipped), chunk, {"source": folder}, progress)
   return index, skipped
 
 

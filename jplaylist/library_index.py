@@ -50,3 +50,19 @@ def load(path: str) -> LibraryIndex:
                         embeddings=data["embeddings"].astype(np.float32),
                         attributes=[json.loads(a) for a in data["attributes"]],
                         meta=json.loads(str(data["meta"])))
+
+
+def concatenate(parts: list[LibraryIndex], meta: dict[str, Any] | None = None) -> LibraryIndex:
+  """One index of several, in order (the parts of a multi-process embedding)."""
+  if not parts:
+    raise ValueError("no index to concatenate")
+  dims = {p.embeddings.shape[1] for p in parts if len(p)}
+  if len(dims) > 1:
+    raise ValueError(f"indexes of different embedding sizes: {sorted(dims)}")
+  ids = [i for p in parts for i in p.ids]
+  if len(set(ids)) != len(ids):
+    raise ValueError("the indexes share ids; each record must be in one part")
+  return LibraryIndex(
+      ids=ids, embeddings=np.concatenate([p.embeddings for p in parts]),
+      attributes=[a for p in parts for a in p.attributes],
+      meta=dict(parts[0].meta if meta is None else meta))

@@ -180,3 +180,65 @@ def test_embed_launcher_writes_a_library_index(tiny_demo, workdir, model, tmp_pa
   assert sorted(folder_index.ids) == ["a.wav", "b.flac"]
   assert "broken.wav" in out.stderr
   np.testing.assert_allclose(np.linalg.norm(folder_index.embeddings, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_items,num_parts", [(0, 1), (0, 3), (1, 2), (7, 3), (10, 4),
+                                                 (598, 2), (5, 8)])
+def test_blocks_cover_every_item_once_in_order(num_items, num_parts):
+  blocks = [inference.block(num_items, k, num_parts) for k in range(num_parts)]
+  assert [i for b in blocks for i in b] == list(range(num_items))
+  assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+  with pytest.raises(ValueError, match="part 3"):
+    inference.block(num_items, 3, 3)
+
+
+def test_parts_of_a_folder_join_into_the_whole_index(model, tmp_path):
+  import soundfile
+  from jplaylist import library_index
+  for i in range(5):
+    soundfile.write(tmp_path / f"{i}.wav", _tone(2.0, freq=200.0 + 50 * i), RATE)
+  whole, _ = inference.index_folder(model, str(tmp_path), progress=False)
+  parts = [inference.index_folder(model, str(tmp_path), progress=False, part=(k, 2))[0]
+           for k in range(2)]
+  assert [len(p) for p in parts] == [2, 3]
+  joined = library_index.concatenate(parts)
+  assert joined.ids == whole.ids == [f"{i}.wav" for i in range(5)]
+  assert joined.attributes == whole.attributes
+  np.testing.assert_allclose(joined.embeddings, whole.embeddings, atol=1e-6)
+  with pytest.raises(ValueError, match="share ids"):
+    library_index.concatenate([parts[0], parts[0]])
+
+
+def test_two_processes_write_the_index_one_process_writes(tiny_demo, workdir, model, tmp_path,
+                                                          reserve_port):
+  """launch.embed over jax.distributed (2 CPU processes, gloo): each embeds a
+  block, process 0 joins them; the index equals one process's."""
+  from jplaylist import library_index
+  dataset = tiny_demo[0].path
+  output = tmp_path / "library.npz"
+  port = reserve_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  processes = [subprocess.Popen(
+      [sys.executable, "-m", "launch.embed", f"--workdir={workdir}", f"--dataset={dataset}",
+       "--split=train,validation,test", f"--output={output}", "--chunk=3",
+       f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+  finally:
+    for p in processes:
+      if p.poll() is None:
+        p.kill()
+  assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+  one = inference.index_dataset(model, dataset, ["train", "validation", "test"], chunk=3,
+                                progress=False)
+  index = library_index.load(str(output))
+  assert index.ids == one.ids and len(set(one.ids)) == len(one.ids) > 4
+  assert index.attributes == one.attributes
+  np.testing.assert_allclose(index.embeddings, one.embeddings, atol=1e-5)
+  assert index.meta["num_processes"] == 2 and index.meta["workdir"] == os.path.abspath(workdir)
+  sizes = [len(inference.block(len(one), k, 2)) for k in range(2)]
+  for k in range(2):
+    assert f"Process {k}: wrote {sizes[k]} embeddings" in outputs[k]
+  assert sorted(os.listdir(tmp_path)) == ["library.npz"]  # the parts are gone
