@@ -17,11 +17,13 @@ import pytest
 
 from jplaylist import checkpoint as checkpoint_lib
 from jplaylist.trainers import summary
-from tests.trainers.test_contrastive import REPO, _env, _train_command
+from tests.trainers.test_contrastive import PLAIN_MODEL, REPO, _env, _train_command
 
 NUM_STEPS = 10
-# No evaluators: they are not what these tests are about, and cost time.
-_QUIET = ["--config.evals.zero_shot.every=0", "--config.evals.text_to_music.every=0"]
+# No evaluators and no optional model paths: they are not what these tests
+# are about, and cost time.
+_QUIET = ["--config.evals.zero_shot.every=0", "--config.evals.text_to_music.every=0",
+          *PLAIN_MODEL]
 
 
 def _start_pair(port, data_dir, workdir, *overrides):
