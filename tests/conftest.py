@@ -15,6 +15,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# librosa compiles its numba kernels with cache=True, into its own
+# site-packages folder by default. Two pytest-xdist workers compiling the same
+# kernel at once in a fresh virtualenv can race on those cache files (a CI run
+# died of a segfault in librosa's beat-tracking gufunc that way), so each
+# worker keeps its own numba cache (workers inherit the controller's
+# environment, so a worker always sets its own).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER or "NUMBA_CACHE_DIR" not in os.environ:
+  os.environ["NUMBA_CACHE_DIR"] = os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "numba",
+      _WORKER or "main")
+
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
