@@ -158,3 +158,41 @@ def runlocal_training(config: ml_collections.ConfigDict) -> ml_collections.Confi
   config.eval_every = 4
   config.eval_batches = 1
   return config
+
+
+def adversarial_embedding(form: str, arg: str | None) -> ml_collections.ConfigDict:
+  """The self-supervised adversarial embedding (trainers/adversarial.py) of one form.
+
+  Config arguments: metric (dssm: euclidean | cosine), prior (True: the
+  adversarial phase; False: the metric phase alone, the ablation), runlocal.
+  """
+  args = parse_arg(arg, runlocal="False", metric="euclidean", prior="True")
+  config = ml_collections.ConfigDict()
+  config.trainer = "adversarial"
+  config.input = input_pipeline(batch_size=32)
+  config.input.window_seconds = 3.0    # each of the two adjacent windows
+  config.model = ml_collections.ConfigDict(dict(
+      audio_variant="tiny",            # M-ResNet variant of the embedder
+      embed_dim=32,                    # the prior N(0, I)'s dimension
+      num_mels=64, pooling="mean",
+      head_hidden=64,                  # the adjacency classifier's hidden units
+      discriminator_hidden=64, discriminator_layers=2))
+  config.adversarial = ml_collections.ConfigDict(dict(
+      form=form,                       # adjacency | dssm
+      metric=args["metric"],           # dssm's similarity: euclidean | cosine
+      scale=10.0,                      # dssm's gamma (see trainers/adversarial.py)
+      prior=is_true(args["prior"]),    # the adversarial phase on or off
+      # Adam rate of the discriminator and of the embedder's fooling step;
+      # the source: at the metric phase's rate the adversarial updates have
+      # no effect.
+      learning_rate=1e-2))
+  config.optimizer = optimizer(learning_rate=1e-3, warmup_steps=20, weight_decay=1e-4)
+  training(config, num_train_steps=400, log_every=20, checkpoint_every=100,
+           eval_every=100)
+  config.eval_batches = 2
+  if is_true(args["runlocal"]):
+    config.input.batch_size = 8
+    config.input.window_seconds = 1.0
+    config.model.embed_dim = 8
+    runlocal_training(config)
+  return config

@@ -5,6 +5,14 @@ r"""Evaluates a trained model: zero-shot tagging, linear probes, retrieval, trip
   python -m launch.evaluate --workdir=workdirs/demo --split=validation --step=400 \
       --evals=zero_shot,text_to_music --targets_from=configs/demo.py
 
+A run of the self-supervised adversarial trainer (`config.trainer =
+"adversarial"`, issue 14) gets its own report instead
+(`evaluators.self_supervised`): adjacency on held-out compositions, distance
+to the prior, query by example and linear probes, beside the contrastive
+model of --compare_workdir when given.
+
+  python -m launch.evaluate --workdir=workdirs/adjacency --compare_workdir=workdirs/demo
+
 Writes `metrics.json`, `report.md` and PNG plots to
 `<workdir>/eval/<split>[+<split>...]_step<step>/` (or --output_dir): with
 several splits, one report whose tables have a column per split. Figures are
@@ -18,6 +26,8 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from jplaylist import checkpoint
+from jplaylist.evaluators import self_supervised
 from jplaylist.evaluators import suite
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir of the model.")
@@ -33,6 +43,9 @@ _OUTPUT_DIR = flags.DEFINE_string(
 _TARGETS_FROM = config_flags.DEFINE_config_file(
     "targets_from", None, "A config file whose `targets` replace the run's, e.g. "
     "configs/demo.py (for runs saved before their config had targets).")
+_COMPARE = flags.DEFINE_string(
+    "compare_workdir", None, "Self-supervised runs: a contrastive run whose embedding the "
+    "probes and query by example also score.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -40,6 +53,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   jax.config.update("jax_transfer_guard", "allow")
+  saved = checkpoint.Checkpointer(_WORKDIR.value).saved_config(_STEP.value) or {}
+  if saved.get("trainer") == "adversarial":
+    results, paths = self_supervised.evaluate(
+        _WORKDIR.value, data_dir=_DATA_DIR.value, step=_STEP.value,
+        output_dir=_OUTPUT_DIR.value, compare_workdir=_COMPARE.value,
+        test_split=suite.parse_splits(_SPLIT.value)[0])
+    print(f"\n{len(results)} metrics: {paths['metrics']}\nReport: {paths['report']}")
+    return
   targets = None
   if _TARGETS_FROM.value is not None:
     if "targets" not in _TARGETS_FROM.value:

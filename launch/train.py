@@ -2,10 +2,12 @@ r"""Trains a model: `trainers.<config.trainer>.train_and_evaluate(config, workdi
 
   python -m launch.train --config=configs/demo.py --workdir=workdirs/demo
   python -m launch.train --config=configs/highlights.py --workdir=workdirs/highlights
+  python -m launch.train --config=configs/adversarial_adjacency.py --workdir=workdirs/adjacency
   python -m launch.train --config=configs/mulan.py:audio=ast --workdir=/tmp/m \
       --config.input.batch_size=64 --config.optimizer.learning_rate=1e-4
 
-`config.trainer` picks the trainer ("contrastive" when absent, "classifier").
+`config.trainer` picks the trainer ("contrastive" when absent, "classifier",
+"adversarial").
 Config fields can be overridden with --config.FIELD=VALUE; the config is
 locked, so a misspelled or ill-typed field is rejected with a message that
 names it. Multi-host: pass --coordinator_address, --num_processes and
@@ -26,11 +28,13 @@ import jax
 from ml_collections import config_flags
 
 from jplaylist import sharding
+from jplaylist.trainers import adversarial
 from jplaylist.trainers import classifier
 from jplaylist.trainers import contrastive
 
 # config.trainer -> the trainer module (train_and_evaluate, eval_summary).
-TRAINERS = {"contrastive": contrastive, "classifier": classifier}
+TRAINERS = {"contrastive": contrastive, "classifier": classifier,
+            "adversarial": adversarial}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)

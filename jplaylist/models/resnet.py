@@ -189,6 +189,8 @@ class Model(nn.Module):
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
     remat: rematerialise each residual block (same values and parameters,
       less activation memory, one more forward pass of the trunk).
+    normalize: L2-normalise the projection (the contrastive towers); False
+      returns it as is (an embedding shaped to a prior, `models/adjacency.py`).
   """
 
   variant: str = "50"
@@ -198,6 +200,7 @@ class Model(nn.Module):
   onset_channel: bool = False
   dtype: Any = jnp.float32
   remat: bool = False
+  normalize: bool = True
 
   @nn.compact
   def __call__(self, log_mel: jax.Array, *, frame_mask: jax.Array | None = None,
@@ -214,7 +217,7 @@ class Model(nn.Module):
       train: BatchNorm on batch statistics (and updates running ones).
 
     Returns:
-      [B, embed_dim] float32, unit norm.
+      [B, embed_dim] float32, unit norm (with `normalize`).
     """
     features = ResNetTrunk(self.variant, self.axis_name, onset_channel=self.onset_channel,
                            dtype=self.dtype, remat=self.remat, name="trunk")(
@@ -229,7 +232,7 @@ class Model(nn.Module):
     if side_features is not None:
       pooled = jnp.concatenate([pooled, side_features.astype(pooled.dtype)], axis=-1)
     embedding = nn.Dense(self.embed_dim, name="projection")(pooled)
-    return l2_normalize(embedding)
+    return l2_normalize(embedding) if self.normalize else embedding.astype(jnp.float32)
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
