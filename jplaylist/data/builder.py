@@ -4,19 +4,28 @@
 ArrayRecord, with splits train / validation / test. Each example holds:
 
   id          Text
-  audio       Tensor [num_samples] int16 at the config's sample rate (mono)
+  num_samples int64, samples of the recording (mono, the config's sample rate)
   texts       {SF, LF, PL, ASET: Sequence(Text)}; a kind may be empty
   group       Text (recordings of one group, e.g. a composition, share a split)
   attributes  Text, a JSON object of structured facts about the recording
 
-Audio is stored as an int16 Tensor rather than `tfds.features.Audio`, which
-needs TensorFlow. Bad input never stops a build: every manifest row or audio
-file that cannot become a record is skipped and counted by reason, and the
-report is printed at the end and saved as `build_report.json` beside the data.
-Every good record is kept.
+The samples are int16 rather than `tfds.features.Audio`, which needs
+TensorFlow, and by default they are not in the records: each split keeps them
+in one flat int16 file beside its shards, so that a 10-s training window reads
+only its own bytes (`split_audio.py` describes the layout). Records then hold
+`num_samples` instead of `audio`, and `open_split` hands each record out with
+`audio` as a memory-mapped view. `audio_layout="record"` builds the earlier
+layout, the samples inside each record (`audio: Tensor [num_samples] int16`);
+datasets built before the split files existed have it, and read as before.
+
+Bad input never stops a build: every manifest row or audio file that cannot
+become a record is skipped and counted by reason, and the report is printed at
+the end and saved as `build_report.json` beside the data. Every good record is
+kept.
 
 A build is cached: `build()` on unchanged input (manifest bytes, audio file
-sizes and times, settings) returns the existing dataset without rebuilding.
+sizes and times, settings, audio layout) returns the existing dataset without
+rebuilding.
 
 The same builder also runs on Apache Beam (`build(..., beam_runner=...,
 beam_options=...)`, an optional install: requirements-beam.txt): the DirectRunner
@@ -41,12 +50,17 @@ import tensorflow_datasets as tfds
 
 from jplaylist.data import audio_io
 from jplaylist.data import manifest as manifest_lib
+from jplaylist.data import split_audio
 from jplaylist.data import text_filter as text_filter_lib
 
 BUILDER_NAME = "music_text"
 VERSION = "1.0.0"
 REPORT_FILE = "build_report.json"
 FILTERED_FILE = "filtered_texts.jsonl"
+# How the samples are stored (module docstring): one flat file per split with
+# an index ("split_file"), or inside each record ("record", the earlier layout).
+AUDIO_LAYOUTS = ("split_file", "record")
+STAGING_DIR = "audio_staging"
 
 
 class MusicTextConfig(tfds.core.BuilderConfig):
@@ -56,8 +70,11 @@ class MusicTextConfig(tfds.core.BuilderConfig):
                checks: audio_io.AudioChecks = audio_io.AudioChecks(),
                split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
                split_seed: int = 0, num_threads: int = 4,
-               text_filter: text_filter_lib.Settings | None = None, **kwargs):
+               text_filter: text_filter_lib.Settings | None = None,
+               audio_layout: str = "split_file", **kwargs):
     super().__init__(name=name, version=VERSION, **kwargs)
+    if audio_layout not in AUDIO_LAYOUTS:
+      raise ValueError(f"audio_layout must be one of {AUDIO_LAYOUTS}, got {audio_layout!r}")
     if abs(sum(split_fractions) - 1.0) > 1e-6 or min(split_fractions) < 0:
       raise ValueError(f"split_fractions must be >= 0 and sum to 1, got {split_fractions}")
     self.manifest = manifest
@@ -67,6 +84,7 @@ class MusicTextConfig(tfds.core.BuilderConfig):
     self.split_seed = split_seed
     self.num_threads = num_threads
     self.text_filter = text_filter
+    self.audio_layout = audio_layout
 
 
 class MusicText(tfds.core.GeneratorBasedBuilder):
@@ -87,15 +105,20 @@ class MusicText(tfds.core.GeneratorBasedBuilder):
     self._manifest_rejected: list[manifest_lib.Rejected] = []
     self._use_beam = False
     self._details_dir = ""
+    self._staging_dir: str | None = None
 
   def _info(self) -> tfds.core.DatasetInfo:
     checks = self.builder_config.checks
+    if self.builder_config.audio_layout == "record":
+      samples = {"audio": tfds.features.Tensor(shape=(None,), dtype=np.int16)}
+    else:  # In the split's audio file; the record says how many.
+      samples = {"num_samples": tfds.features.Tensor(shape=(), dtype=np.int64)}
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__.split("\n\n")[0],
         features=tfds.features.FeaturesDict({
             "id": tfds.features.Text(),
-            "audio": tfds.features.Tensor(shape=(None,), dtype=np.int16),
+            **samples,
             "texts": tfds.features.FeaturesDict({
                 source: tfds.features.Sequence(tfds.features.Text())
                 for source in manifest_lib.SOURCES}),
@@ -132,6 +155,11 @@ class MusicText(tfds.core.GeneratorBasedBuilder):
       raise ValueError(f"manifest {config.manifest} has no usable record; "
                        f"rejected: {_count(self.rejected)}")
     self._details_dir = os.path.join(os.fspath(self.data_dir), "beam_details")
+    if config.audio_layout == "split_file":
+      # In the folder TFDS renames into place on success, so a failed build
+      # leaves no stray staging files beside a good dataset.
+      self._staging_dir = os.path.join(os.fspath(self.data_dir), STAGING_DIR)
+      os.makedirs(self._staging_dir, exist_ok=True)
     return {split: self._generate_examples(records, split)
             for split, records in by_split.items()}
 
@@ -158,7 +186,8 @@ class MusicText(tfds.core.GeneratorBasedBuilder):
     from jplaylist.data import builder_beam  # pylint: disable=g-import-not-at-top
     return builder_beam.SplitExamples(
         records, checks=config.checks, text_filter=config.text_filter,
-        details_prefix=os.path.join(self._details_dir, split))
+        details_prefix=os.path.join(self._details_dir, split),
+        staging_dir=self._staging_dir)
 
   def _examples_in_process(self, records: list[manifest_lib.Record]) -> Iterator[
       tuple[str, dict[str, Any]]]:
@@ -171,7 +200,7 @@ class MusicText(tfds.core.GeneratorBasedBuilder):
             id=record.id, audio=record.audio_path, reason=result.reason,
             detail=result.detail, line=record.line))
         continue
-      yield record.id, to_example(record, result)
+      yield record.id, to_example(record, result, staging_dir=self._staging_dir)
 
   def _process_pipeline_result(self, pipeline_result) -> None:
     """Beam path: counts from the pipeline's counters, details from its side files."""
@@ -206,11 +235,25 @@ class MusicText(tfds.core.GeneratorBasedBuilder):
             {reason: filtered.get(reason, 0) for reason in text_filter_lib.REASONS})
 
 
-def to_example(record: manifest_lib.Record, audio: np.ndarray) -> dict[str, Any]:
-  """The stored example of a record, given its audio ([num_samples] int16)."""
+def to_example(record: manifest_lib.Record, audio: np.ndarray, *,
+               staging_dir: str | None) -> dict[str, Any]:
+  """The stored example of a record, given its audio ([num_samples] int16).
+
+  Args:
+    record: the manifest record.
+    audio: [num_samples] int16, its decoded samples.
+    staging_dir: the build's staging folder ("split_file" layout): the samples
+      are written there, to be joined into the split's audio file, and the
+      example holds their count. None ("record" layout): the example holds them.
+  """
+  if staging_dir is None:
+    samples = {"audio": audio}
+  else:
+    split_audio.stage(staging_dir, record.id, audio)
+    samples = {"num_samples": np.int64(audio.shape[0])}
   return {
       "id": record.id,
-      "audio": audio,
+      **samples,
       "texts": {s: record.texts.get(s, []) for s in manifest_lib.SOURCES},
       "group": record.group,
       "attributes": json.dumps(record.attributes, sort_keys=True),
@@ -273,6 +316,7 @@ def _fingerprint(config: MusicTextConfig) -> str:
   settings = dict(checks=dataclasses.asdict(config.checks),
                   split_fractions=config.split_fractions,
                   split_seed=config.split_seed, version=VERSION,
+                  audio_layout=config.audio_layout,
                   text_filter=(config.text_filter.fingerprint()
                                if config.text_filter is not None else None),
                   audio_dir=os.path.abspath(config.audio_dir or
@@ -296,6 +340,7 @@ def build(*, manifest: str, data_dir: str, name: str,
           text_filter: text_filter_lib.Settings | None = None,
           beam_runner: str | None = None,
           beam_options: Sequence[str] | None = None,
+          audio_layout: str = "split_file",
           verbose: bool = True) -> BuildResult:
   """Builds (or reuses) a TFDS music-text dataset from a manifest.
 
@@ -323,6 +368,9 @@ def build(*, manifest: str, data_dir: str, name: str,
       sets the parallelism).
     beam_options: Beam pipeline options, e.g. ["--runner=FlinkRunner",
       "--flink_master=host:8081"]; given alone, they too select Beam.
+    audio_layout: "split_file" (default): the samples in one flat int16 file
+      per split, so that a training window reads only its own bytes; or
+      "record": inside each TFDS record, the earlier layout (module docstring).
     verbose: print the report.
 
   Returns:
@@ -332,7 +380,7 @@ def build(*, manifest: str, data_dir: str, name: str,
                            audio_dir=audio_dir, checks=checks,
                            split_fractions=split_fractions,
                            split_seed=split_seed, num_threads=num_threads,
-                           text_filter=text_filter)
+                           text_filter=text_filter, audio_layout=audio_layout)
   path = dataset_path(data_dir, name)
   fingerprint = _fingerprint(config)
   report_path = os.path.join(path, REPORT_FILE)
@@ -353,6 +401,8 @@ def build(*, manifest: str, data_dir: str, name: str,
           download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS,
           beam_runner=beam_runner,
           beam_options=_pipeline_options(beam_runner, beam_options)))
+  if audio_layout == "split_file":
+    split_audio.join_staged(path, os.path.join(path, STAGING_DIR))
   kept = {split: info.num_examples for split, info in builder.info.splits.items()}
   skipped, texts_filtered = builder.skip_counts()
   report = {
@@ -361,6 +411,7 @@ def build(*, manifest: str, data_dir: str, name: str,
       "manifest": config.manifest,
       "fingerprint": fingerprint,
       "sample_rate": checks.sample_rate,
+      "audio_layout": audio_layout,
       "kept": dict(sorted(kept.items())),
       "kept_total": sum(kept.values()),
       "skipped": skipped,
@@ -421,18 +472,24 @@ def format_report(report: dict[str, Any], max_listed: int = 20) -> str:
   return "\n".join(lines)
 
 
-def open_split(path: str, split: str):
+def open_split(path: str, split: str) -> split_audio.SplitSource:
   """Random-access source over one split of a built dataset (no builder class needed).
 
   Args:
     path: the dataset's version folder (`BuildResult.path`).
     split: "train", "validation" or "test".
+
+  Returns:
+    A `split_audio.SplitSource`: `source[i]` is record i with its `audio`
+    [num_samples] int16, in either layout (a memory-mapped view in the
+    "split_file" layout: slicing it reads only the slice).
   """
   builder = tfds.builder_from_directory(path)
   if split not in builder.info.splits:
     raise ValueError(f"{path} has no split {split!r}; it has "
                      f"{', '.join(builder.info.splits)}")
-  return builder.as_data_source(split)
+  return split_audio.SplitSource(path, split, builder.as_data_source(split),
+                                 audio_in_records="audio" in builder.info.features)
 
 
 def list_splits(path: str) -> list[str]:

@@ -13,7 +13,10 @@ for each split, `SplitExamples`:
 
 `FilterTexts` runs the patent's text filters on batches of records and loads
 the learned classifier once per worker (`setup`); `DecodeAudio` decodes and
-checks each file (`audio_io.load`). Every skip and every filtered text adds
+checks each file (`audio_io.load`) and, in the default "split_file" audio
+layout, stages its samples in a file of their own, which the driver joins into
+each split's audio file once the shards are written (`split_audio.py`), the
+same files the single-process path writes. Every skip and every filtered text adds
 one to a Beam counter named by its reason (namespace `COUNTER_NAMESPACE`,
 `skipped.<reason>` and `texts_filtered.<reason>`), which the build report's
 counts are read from after the run (`counters`, through TFDS's
@@ -23,8 +26,9 @@ while reading the manifest to plan the splits. What a counter cannot carry
 one) goes to small JSONL side outputs under the build's folder, read back by
 `read_details` into the report's `skipped_records` and `filtered_texts.jsonl`.
 
-Workers read the audio and write the shards by path: the manifest's audio,
-and the data directory, must be at the same path on every worker.
+Workers read the audio and write the shards and the staged samples by path:
+the manifest's audio, and the data directory, must be at the same path on
+every worker.
 """
 
 from __future__ import annotations
@@ -93,10 +97,15 @@ class FilterTexts(beam.DoFn):
 
 
 class DecodeAudio(beam.DoFn):
-  """Decodes and checks a record's audio: `(id, example)`, or a rejected record."""
+  """Decodes and checks a record's audio: `(id, example)`, or a rejected record.
 
-  def __init__(self, checks: audio_io.AudioChecks):
+  With a staging folder the samples are written there (`split_audio.stage`)
+  and the example holds their count; without, the example holds them.
+  """
+
+  def __init__(self, checks: audio_io.AudioChecks, staging_dir: str | None):
     self._checks = checks
+    self._staging_dir = staging_dir
 
   def process(self, record):
     try:
@@ -107,7 +116,7 @@ class DecodeAudio(beam.DoFn):
           id=record.id, audio=record.audio_path, reason=e.reason, detail=e.detail,
           line=record.line).as_dict()))
       return
-    yield record.id, builder.to_example(record, audio)
+    yield record.id, builder.to_example(record, audio, staging_dir=self._staging_dir)
 
 
 class SplitExamples(beam.PTransform):
@@ -119,12 +128,16 @@ class SplitExamples(beam.PTransform):
     checks: acceptance rules for the audio.
     text_filter: the text filter's settings, or None.
     details_prefix: path prefix of the side outputs of this split.
+    staging_dir: where to stage the decoded samples ("split_file" layout), or
+      None to keep them in the records ("record" layout).
   """
 
   def __init__(self, records: list[manifest_lib.Record], *,
                checks: audio_io.AudioChecks,
-               text_filter: text_filter_lib.Settings | None, details_prefix: str):
+               text_filter: text_filter_lib.Settings | None, details_prefix: str,
+               staging_dir: str | None = None):
     super().__init__()
+    self._staging_dir = staging_dir
     self._records = records
     self._checks = checks
     self._text_filter = text_filter
@@ -143,7 +156,7 @@ class SplitExamples(beam.PTransform):
       records = out.kept
       rejected.append(out[_REJECTED_TAG])
       filtered.append(out[_FILTERED_TAG])
-    out = records | "DecodeAudio" >> beam.ParDo(DecodeAudio(self._checks)).with_outputs(
+    out = records | "DecodeAudio" >> beam.ParDo(DecodeAudio(self._checks, self._staging_dir)).with_outputs(
         _REJECTED_TAG, main="examples")
     rejected.append(out[_REJECTED_TAG])
     for name, pcolls in ((_REJECTED_TAG, rejected), (_FILTERED_TAG, filtered)):

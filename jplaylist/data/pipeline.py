@@ -10,7 +10,12 @@ For every example the pipeline
      so no recording is ever dropped for a missing source;
   3. draws one annotation of that kind uniformly;
   4. cuts one random 10-s window of audio (recordings shorter than the window
-     are zero-padded at the end; `audio_length` counts the real samples);
+     are zero-padded at the end; `audio_length` counts the real samples).
+     In the builder's default layout the record's `audio` is a memory-mapped
+     view of the split's audio file (`split_audio.py`), so only the window's
+     bytes are read, whatever the track's length; a dataset in the earlier
+     layout (samples inside each record) decodes the whole track first. The
+     window is the same either way;
   5. tokenizes the annotation with a BERT WordPiece vocabulary to
      `[CLS] ... [SEP]` padded with id 0 to `max_text_length`.
 
@@ -130,7 +135,8 @@ def cut_window(audio: np.ndarray, window: int,
   """A uniformly placed window of `window` samples, zero-padded at the end if short.
 
   Args:
-    audio: [samples] int16, a stored recording.
+    audio: [samples] int16, a stored recording: an array, or a memory-mapped
+      view of one (only the window's samples are then read).
     window: samples per window.
     rng: draws the window's start.
 

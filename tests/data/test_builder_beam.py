@@ -17,6 +17,7 @@ import pytest
 
 from jplaylist.data import builder
 from jplaylist.data import builder_beam
+from jplaylist.data import split_audio
 from jplaylist.data import text_filter
 from tests.data import test_builder
 
@@ -104,6 +105,21 @@ def test_beam_stores_the_same_records_in_every_split(builds, filtered):
     # The same ids in the same stored order, and every field equal.
     assert [i for i, _ in beam[split]] == [i for i, _ in single[split]], split
     assert beam[split] == single[split], split
+
+
+@pytest.mark.parametrize("filtered", [False, True], ids=["plain", "text_filter"])
+def test_beam_writes_the_same_split_audio_files(builds, filtered):
+  """The samples of each split, joined from what the workers staged, and their
+  index: byte for byte those of the single-process build."""
+  results, _, _ = builds
+  single, beam = results[filtered, False].path, results[filtered, True].path
+  for split in builder.list_splits(single):
+    for single_file, beam_file in zip(split_audio.audio_paths(single, split),
+                                      split_audio.audio_paths(beam, split)):
+      with open(single_file, "rb") as a, open(beam_file, "rb") as b:
+        assert a.read() == b.read(), single_file
+    assert builder.open_split(beam, split).layout == "split_file"
+  assert not os.path.exists(os.path.join(beam, builder.STAGING_DIR))
 
 
 @pytest.mark.parametrize("filtered", [False, True], ids=["plain", "text_filter"])
