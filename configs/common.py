@@ -187,7 +187,7 @@ def adversarial_embedding(form: str, arg: str | None) -> ml_collections.ConfigDi
       # no effect.
       learning_rate=1e-2))
   config.optimizer = optimizer(learning_rate=1e-3, warmup_steps=20, weight_decay=1e-4)
-  training(config, num_train_steps=400, log_every=20, checkpoint_every=100,
+  training(config, num_train_steps=300, log_every=20, checkpoint_every=100,
            eval_every=100)
   config.eval_batches = 2
   if is_true(args["runlocal"]):

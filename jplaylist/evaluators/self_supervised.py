@@ -25,6 +25,15 @@
                 timbre splits is a query, the other renditions of its
                 composition (other ensemble, soundfont, tempo) the relevant
                 answers; mAP and R@10 (`query_by_example`).
+  travel        playlists from track A to track B (`travel.path_playlist`):
+                their step distances against random orders of the same tracks;
+                how far samples of the prior fall from the library's tracks.
+  by humming    query by humming: each test recording's melody line sung by
+                one whistle-like voice (`humming`), in tune and off key and
+                tempo, searched against the same library (the test and
+                held-out-timbre recordings), every rendition of the
+                composition relevant; beside the contrastive model's audio
+                tower on the same queries and random embeddings.
 
 A recording's embedding is the mean of its windows' embeddings
 (`track_embeddings`: consecutive windows of the trained length, at most
@@ -33,6 +42,7 @@ A recording's embedding is the mean of its windows' embeddings
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any, Callable, Sequence
@@ -40,9 +50,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from jplaylist.data import builder
+from jplaylist.evaluators import humming
 from jplaylist.evaluators import linear_probe
 from jplaylist.evaluators import metrics
 from jplaylist.evaluators import splits as splits_lib
+from jplaylist.playlists import travel
 
 PROBE_FAMILIES = ("instrument_families", "style", "tempo_class", "mode", "mood")
 
@@ -208,6 +220,65 @@ def query_by_example(embeddings: np.ndarray, groups: Sequence[Any],
           "chance_map": float(np.mean(chance)), "queries": float(keep.sum())}
 
 
+def query_search(queries: np.ndarray, library: np.ndarray, query_groups: Sequence[Any],
+                 library_groups: Sequence[Any], metric: str = "euclidean"
+                 ) -> dict[str, float]:
+  """mAP and R@10 of queries [Q, d] against a library [N, d]; a library item
+  is relevant to a query when their groups (compositions) are equal."""
+  if metric == "cosine":
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    scores = unit(queries) @ unit(library).T
+  else:
+    scores = -(np.sum(queries ** 2, 1)[:, None] + np.sum(library ** 2, 1)[None, :]
+               - 2.0 * queries @ library.T)
+  relevant = np.asarray(query_groups)[:, None] == np.asarray(library_groups)[None, :]
+  keep = relevant.any(axis=1)
+  relevant, scores = relevant[keep], scores[keep]
+  aps = [metrics.average_precision(r, s) for r, s in zip(relevant, scores)]
+  chance = metrics.random_average_precision(relevant.sum(axis=1), len(library))
+  return {"map": float(np.mean(aps)), "r_at_10": metrics.recall_at_k(relevant, scores, 10),
+          "chance_map": float(np.mean(chance)), "queries": float(keep.sum())}
+
+
+def humming_queries(attributes: Sequence[dict], sample_rate: int,
+                    settings: "humming.HumSettings", seed: int = 0) -> list[np.ndarray]:
+  """One sung melody per recording (`humming.hum`), as long as the recording."""
+  queries = []
+  for i, a in enumerate(attributes):
+    notes, beat = humming.melody_notes(a)
+    sung = dataclasses.replace(settings, max_seconds=float(a["duration_s"]))
+    queries.append(humming.hum(notes, beat, sample_rate, sung,
+                               np.random.default_rng([seed, i])))
+  return queries
+
+
+def travel_figures(embeddings: np.ndarray, pairs: int = 50, length: int = 8,
+                   seed: int = 0) -> dict[str, float]:
+  """Smooth playlists from track A to track B (`travel.path_playlist`) for
+  random (A, B) pairs: mean step distance against random orders of the same
+  tracks between the same ends, and the share of those orders that are
+  rougher; and how far samples of N(0, I) land from their nearest tracks,
+  beside the library's own nearest-neighbour distances."""
+  rng = np.random.default_rng(seed)
+  ratios, rougher = [], []
+  for _ in range(pairs):
+    start, end = rng.choice(len(embeddings), 2, replace=False)
+    playlist = travel.path_playlist(embeddings, int(start), int(end), length)
+    figures = travel.smoothness(embeddings, playlist, rng)
+    ratios.append(figures["ratio"])
+    rougher.append(figures["share_of_orders_rougher"])
+  squared = np.maximum(np.sum(embeddings ** 2, 1)[:, None] + np.sum(embeddings ** 2, 1)[None, :]
+                       - 2.0 * embeddings @ embeddings.T, 0.0)
+  np.fill_diagonal(squared, np.inf)
+  samples = rng.standard_normal((len(embeddings), embeddings.shape[1]))
+  to_samples = np.maximum(np.sum(samples ** 2, 1)[:, None] + np.sum(embeddings ** 2, 1)[None, :]
+                          - 2.0 * samples @ embeddings.T, 0.0)
+  return {"path_over_random_order": float(np.mean(ratios)),
+          "share_of_orders_rougher": float(np.mean(rougher)),
+          "prior_sample_nearest_distance": float(np.mean(np.sqrt(to_samples.min(1)))),
+          "library_nearest_distance": float(np.mean(np.sqrt(squared.min(1))))}
+
+
 # ---------------------------------------------------------------- report ----
 class _ProbeModel:
   """`embed_audio(waveforms, sample_rate)` of track embeddings, for `linear_probe`."""
@@ -273,6 +344,28 @@ def evaluate(workdir: str, *, data_dir: str | None = None, step: int | None = No
   for k, v in by_example.items():
     results[f"query_by_example/{k}"] = v
 
+  log("query by humming")
+  library_groups = track_groups
+  hummed = {name: humming_queries(test.attributes, sample_rate, settings)
+            for name, settings in (("in_tune", humming.IN_TUNE),
+                                   ("off_key_and_tempo", humming.OFF_KEY_AND_TEMPO))}
+  random = np.random.default_rng(0)
+  for name, waveforms in hummed.items():
+    found = query_search(embed_tracks(waveforms), tracks, groups, library_groups,
+                         "cosine" if metric == "cosine" else "euclidean")
+    for k, v in found.items():
+      results[f"query_by_humming/{name}/{k}"] = v
+    dim = tracks.shape[1]
+    chance = query_search(random.standard_normal((len(waveforms), dim)),
+                          random.standard_normal((len(library_groups), dim)), groups,
+                          library_groups)
+    results[f"random/query_by_humming/{name}/map"] = chance["map"]
+    results[f"random/query_by_humming/{name}/r_at_10"] = chance["r_at_10"]
+
+  log("travel")
+  for k, v in travel_figures(tracks).items():
+    results[f"travel/{k}"] = v
+
   log("linear probes")
   probe = linear_probe.LinearProbe(path, "train", test_split, families=PROBE_FAMILIES)
   for name, value in probe.run(_ProbeModel(embed_tracks)):
@@ -287,6 +380,14 @@ def evaluate(workdir: str, *, data_dir: str | None = None, step: int | None = No
         if len(track_groups) > len(test.ids) else []))
     for k, v in query_by_example(tracks_c, track_groups, "cosine").items():
       results[f"contrastive/query_by_example/{k}"] = v
+    for name, waveforms in hummed.items():
+      found = query_search(contrastive.embed_audio(waveforms, sample_rate), tracks_c, groups,
+                           library_groups, "cosine")
+      for k, v in found.items():
+        results[f"contrastive/query_by_humming/{name}/{k}"] = v
+    for k, v in travel_figures(tracks_c).items():
+      if k.startswith(("path", "share")):
+        results[f"contrastive/travel/{k}"] = v
 
   output_dir = output_dir or os.path.join(workdir, "eval", f"{test_split}_step{step}")
   os.makedirs(output_dir, exist_ok=True)
@@ -347,6 +448,25 @@ def report_text(results: dict[str, float], config, workdir: str, step: int,
                  f"{fmt('contrastive/query_by_example/chance_map')} | "
                  f"{fmt('contrastive/query_by_example/r_at_10')} | "
                  f"{fmt('contrastive/query_by_example/queries', 0)} |")
+  lines += ["", "## Query by humming (a recording's melody, one whistle-like voice)", "",
+            "| query | embedding | mAP | chance mAP | R@10 |", "|---|---|---|---|---|"]
+  for name in ("in_tune", "off_key_and_tempo"):
+    for label, prefix in (("this run", ""), ("contrastive", "contrastive/"),
+                          ("random", "random/")):
+      key = f"{prefix}query_by_humming/{name}"
+      if f"{key}/map" in results:
+        lines.append(f"| {name.replace('_', ' ')} | {label} | {fmt(key + '/map')} | "
+                     f"{fmt(f'query_by_humming/{name}/chance_map')} | {fmt(key + '/r_at_10')} |")
+  lines += ["", "## Travel: playlists from track A to track B along the line between them", "",
+            "| embedding | step distance / random order's | random orders rougher | "
+            "prior sample to nearest track | track to nearest track |", "|---|---|---|---|---|",
+            f"| this run | {fmt('travel/path_over_random_order')} | "
+            f"{fmt('travel/share_of_orders_rougher')} | "
+            f"{fmt('travel/prior_sample_nearest_distance')} | "
+            f"{fmt('travel/library_nearest_distance')} |"]
+  if compare_workdir:
+    lines.append(f"| contrastive | {fmt('contrastive/travel/path_over_random_order')} | "
+                 f"{fmt('contrastive/travel/share_of_orders_rougher')} | - | - |")
   lines += ["", "## Linear probes (AUC-ROC, train -> test)", "",
             "| family | this run | contrastive |", "|---|---|---|"]
   for family in PROBE_FAMILIES:

@@ -258,9 +258,14 @@ def test_launch_train_then_evaluate_writes_the_report(tiny_demo, tmp_path):
               f"--data_dir={tiny_demo[2]}", f"--output_dir={report_dir}", "--split=train"])
   metrics = json.loads((report_dir / "metrics.json").read_text())
   for key in ("adjacency/auc_roc", "adjacency/accuracy", "prior/mmd2", "prior/mmd2_p_value",
-              "query_by_example/map", "query_by_example/r_at_10"):
+              "query_by_example/map", "query_by_example/r_at_10",
+              "query_by_humming/in_tune/map", "query_by_humming/off_key_and_tempo/r_at_10",
+              "random/query_by_humming/in_tune/map", "travel/path_over_random_order",
+              "linear_probe/style/auc_roc"):
     assert np.isfinite(metrics[key]), key
   assert 0.0 <= metrics["adjacency/auc_roc"] <= 1.0
   text = (report_dir / "report.md").read_text()
-  assert "Adjacency on held-out compositions" in text and "Query by example" in text
+  for heading in ("Adjacency on held-out compositions", "Distance to the prior",
+                  "Query by example", "Query by humming", "Travel", "Linear probes"):
+    assert heading in text, heading
   assert os.path.exists(report_dir / "report.md")
