@@ -26,7 +26,9 @@ def initialize_distributed(coordinator_address: str | None = None,
 
   Arguments left None fall back to JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES
   and JAX_PROCESS_ID. On CPU hosts cross-process collectives go through gloo
-  (no effect on GPU/TPU). Returns whether jax.distributed was initialised.
+  (no effect on GPU/TPU), whose TCP send buffers are sized here once
+  (`prime_gloo_send_buffers`). Every process must call this (a collective on
+  CPU). Returns whether jax.distributed was initialised.
   """
   coordinator = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
   if not coordinator:
@@ -36,7 +38,52 @@ def initialize_distributed(coordinator_address: str | None = None,
       coordinator_address=coordinator,
       num_processes=num_processes or int(os.environ["JAX_NUM_PROCESSES"]),
       process_id=(process_id if process_id is not None else int(os.environ["JAX_PROCESS_ID"])))
+  if jax.process_count() > 1 and jax.default_backend() == "cpu":
+    prime_gloo_send_buffers()
   return True
+
+
+# The message that sizes gloo's send buffers; Linux caps the buffer at
+# net.core.wmem_max (4 MiB here, 208 KiB by default), so more buys nothing.
+_GLOO_PRIMING_MESSAGE_BYTES = 4 << 20
+_GLOO_PRIMING_MAX_BYTES_PER_DEVICE = 64 << 20
+
+
+def prime_gloo_send_buffers(devices: Sequence[jax.Device] | None = None) -> None:
+  """One large reduce-scatter over `devices` (default all), before any other.
+
+  gloo's TCP transport sets SO_SNDBUF on a peer's socket to the size of the
+  first message its older `Buffer` path sends there (reduce-scatter takes
+  that path; all-reduce and all-gather do not), and raises it only for a
+  larger one. Setting SO_SNDBUF also turns off Linux's send-buffer
+  autotuning for the socket. A train step's first such message is small
+  (the gather loss's reduce-scatter of [B/n, D] gradients: 2 KiB), so the
+  socket kept the 4.6 KB minimum buffer for the whole run, and every large
+  transfer on it (the gradient all-reduce, the STFT frames XLA all-gathers)
+  went one 64 KB segment per delayed ACK (40 ms): ~1.5 MB/s, 6.8 s per step
+  of the runlocal demo in two processes on one host, 0.85 s with this. A
+  large first message gives every peer's socket a large buffer for good (one
+  ~8 MiB exchange at start-up).
+
+  It covers the collectives over the same devices (a data-parallel mesh over
+  all of them); collectives over other device groups use other gloo
+  contexts and sockets. Every process must call it. CPU only.
+  """
+  devices = list(devices if devices is not None else jax.devices())
+  axis = "devices"
+  mesh = Mesh(np.asarray(devices), (axis,))
+  # Halving-doubling's smallest message is about 1/len(devices) of the buffer.
+  per_device = min(len(devices) * _GLOO_PRIMING_MESSAGE_BYTES,
+                   _GLOO_PRIMING_MAX_BYTES_PER_DEVICE) // 4
+  sharding = NamedSharding(mesh, P(axis))
+  ones = np.ones((1, per_device), np.float32)
+  with jax.transfer_guard("allow"):
+    buffer = jax.make_array_from_callback((len(devices), per_device), sharding,
+                                          lambda _: ones)
+    scatter = jax.jit(jax.shard_map(
+        lambda x: jax.lax.psum_scatter(x, axis, scatter_dimension=1, tiled=True),
+        mesh=mesh, in_specs=P(axis), out_specs=P(axis)))
+    jax.block_until_ready(scatter(buffer))
 
 
 def make_mesh(axes: Sequence[tuple[str, int]] = (("data", -1),),
