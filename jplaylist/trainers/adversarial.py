@@ -257,6 +257,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.input.batch_size < 2:
     raise ValueError("input.batch_size must be at least 2: the batch's other "
                      "recordings are the negatives")
+  if (config.optimizer.get("accumulation_steps", 1) > 1
+      or config.optimizer.get("gradient_cache_microbatches", 0) > 1):
+    raise ValueError("optimizer.accumulation_steps and gradient_cache_microbatches are not "
+                     "supported by the adversarial trainer (its phases update every step)")
   if config.get("compute_dtype", "float32") != "float32":
     raise ValueError(f"config.compute_dtype={config.compute_dtype!r}: this trainer "
                      "trains in float32 only")

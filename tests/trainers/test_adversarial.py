@@ -244,6 +244,10 @@ def test_bad_settings_are_refused(tiny_demo):
   config.adversarial.form = "triplet"
   with pytest.raises(ValueError, match="form='triplet'"):
     adversarial.make_task(config, None)
+  config = _config(adversarial_dssm, tiny_demo[2])
+  config.optimizer.accumulation_steps = 2
+  with pytest.raises(ValueError, match="accumulation_steps"):
+    adversarial.make_task(config, None)
 
 
 def test_launch_train_then_evaluate_writes_the_report(tiny_demo, tmp_path):
