@@ -31,6 +31,7 @@ from jplaylist import checkpoint as checkpoint_lib
 from jplaylist.data import builder
 from jplaylist.data import pipeline
 from jplaylist.models import crnn
+from jplaylist.models import hyper_cnn
 from jplaylist.trainers import loop
 from jplaylist.trainers import optimizer as optimizer_lib
 
@@ -57,9 +58,28 @@ def make_loaders(config: ml_collections.ConfigDict, split: str, *, train: bool):
 
 
 # --------------------------------------------------- model and optimizer ----
-def init_train_state(model: crnn.Model, optimizer: optax.GradientTransformation,
+# config.model.kind -> the network: the CRNN with attention, or the hyper-image
+# CNN (`models/hyper_cnn.py`, issue 16). Both return (logits, second output).
+MODEL_KINDS = ("crnn", "hyper_cnn")
+
+
+def build_model(config: ml_collections.ConfigDict):
+  kind = config.model.get("kind", "crnn")
+  if kind not in MODEL_KINDS:
+    raise ValueError(f"config.model.kind={kind!r}; known: {MODEL_KINDS}")
+  return crnn.build(config) if kind == "crnn" else hyper_cnn.build(config)
+
+
+def init_params(model, config: ml_collections.ConfigDict, rng: jax.Array):
+  if isinstance(model, hyper_cnn.Model):
+    return hyper_cnn.init(model, rng, window_seconds=config.input.window_seconds)["params"]
+  return crnn.init(model, rng)["params"]
+
+
+def init_train_state(model, config: ml_collections.ConfigDict,
+                     optimizer: optax.GradientTransformation,
                      rng: jax.Array) -> loop.TrainState:
-  params = crnn.init(model, rng)["params"]
+  params = init_params(model, config, rng)
   return loop.TrainState(step=jnp.zeros([], jnp.int32), params=params, batch_stats={},
                          opt_state=optimizer.init(params))
 
@@ -106,7 +126,7 @@ def uniform_loss(config: ml_collections.ConfigDict) -> float:
 
 
 # ---------------------------------------------------------- update step ----
-def make_step_functions(config: ml_collections.ConfigDict, model: crnn.Model,
+def make_step_functions(config: ml_collections.ConfigDict, model,
                         optimizer: optax.GradientTransformation, schedule: optax.Schedule):
   """The pure (unjitted) forward and update functions of a training step.
 
@@ -145,7 +165,7 @@ def make_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> loo
   if config.get("compute_dtype", "float32") != "float32":
     raise ValueError(f"config.compute_dtype={config.compute_dtype!r}: the classifier "
                      "trains in float32 only")
-  model = crnn.build(config)
+  model = build_model(config)
   optimizer, schedule = optimizer_lib.make(config.optimizer)
   forward, update = make_step_functions(config, model, optimizer, schedule)
 
@@ -158,7 +178,7 @@ def make_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> loo
                      f"{results['uniform_loss']:.4f}), accuracy {results['accuracy']:.3f}")
 
   return loop.Task(
-      init_state=functools.partial(init_train_state, model, optimizer),
+      init_state=functools.partial(init_train_state, model, config, optimizer),
       state_specs=loop.train_state_specs(optimizer, config.get("param_rules", ())),
       update=update,
       make_loaders=lambda split, train: make_loaders(config, split, train=train),
@@ -188,11 +208,11 @@ def eval_summary(result: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------ inference ----
 def restore(workdir: str, step: int | None = None
-            ) -> tuple[crnn.Model, dict[str, Any], ml_collections.ConfigDict]:
+            ) -> tuple[Any, dict[str, Any], ml_collections.ConfigDict]:
   """A trained classifier: (model, params, config) from its workdir's checkpoint."""
   state, saved = checkpoint_lib.restore_on_host(workdir, step)
   config = ml_collections.ConfigDict(saved)
-  return crnn.build(config), state["params"], config
+  return build_model(config), state["params"], config
 
 
 def attention(model: crnn.Model, params: dict[str, Any], audio: np.ndarray,

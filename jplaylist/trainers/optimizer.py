@@ -104,7 +104,8 @@ def make(config: ml_collections.ConfigDict, *, frozen: tuple[str, ...] = (),
          ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer of `config.optimizer` and its learning-rate schedule.
 
-  Fields: learning_rate, decay_steps, decay_rate, warmup_steps, b1, b2, eps,
+  Fields: kind ("adamw", the default, or "sgd" with `momentum`),
+  learning_rate, decay_steps, decay_rate, warmup_steps, b1, b2, eps,
   weight_decay, grad_clip_norm (0: none), accumulation_steps (1: none),
   freeze (list of (pattern, steps)).
 
@@ -122,8 +123,15 @@ def make(config: ml_collections.ConfigDict, *, frozen: tuple[str, ...] = (),
   chain = [freeze_until(steps, pattern) for pattern, steps in freeze]
   if config.get("grad_clip_norm"):
     chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
-  chain.append(optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
-                           weight_decay=config.weight_decay, mask=decay_mask))
+  kind = config.get("kind", "adamw")
+  if kind == "adamw":
+    chain.append(optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
+                             weight_decay=config.weight_decay, mask=decay_mask))
+  elif kind == "sgd":  # the hyper-image CNN's: momentum SGD, L2 decay in the gradient
+    chain += [optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
+              optax.sgd(schedule, momentum=config.get("momentum", 0.9) or None)]
+  else:
+    raise ValueError(f"optimizer.kind={kind!r}; known: adamw, sgd")
   for pattern, factor in learning_rate_scales:
     if factor < 0:
       raise ValueError(f"learning-rate scale {factor} for {pattern!r} must be >= 0")

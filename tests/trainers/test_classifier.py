@@ -63,7 +63,7 @@ def test_two_tone_classes_are_learned_well_above_chance():
   model = crnn.build(config)
   optimizer, schedule = optimizer_lib.make(config.optimizer)
   forward, update = classifier.make_step_functions(config, model, optimizer, schedule)
-  state = classifier.init_train_state(model, optimizer, jax.random.key(0))
+  state = classifier.init_train_state(model, config, optimizer, jax.random.key(0))
   update = jax.jit(update)
   rng = np.random.default_rng(0)
   for _ in range(60):
