@@ -273,3 +273,19 @@ def test_launch_train_then_evaluate_writes_the_report(tiny_demo, tmp_path):
                   "Query by example", "Query by humming", "Travel", "Linear probes"):
     assert heading in text, heading
   assert os.path.exists(report_dir / "report.md")
+
+
+def test_the_ablation_table_reads_each_runs_latest_report(tmp_path):
+  from bench import adversarial_ablation
+  for step, auc in ((50, 0.6), (100, 0.8)):
+    folder = tmp_path / "run" / "eval" / f"test_step{step}"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"adjacency/auc_roc": auc,
+                                                     "contrastive/query_by_example/map": 0.07}))
+  metrics = adversarial_ablation.latest_metrics(str(tmp_path / "run"), "test")
+  assert metrics["adjacency/auc_roc"] == 0.8  # step 100, not 50
+  line = adversarial_ablation.row("run", metrics)
+  assert line.startswith("| run | 0.800 | - |")
+  assert "0.070" in adversarial_ablation.row("c", metrics, prefix="contrastive/")
+  with pytest.raises(FileNotFoundError, match="launch.evaluate"):
+    adversarial_ablation.latest_metrics(str(tmp_path / "none"), "test")
