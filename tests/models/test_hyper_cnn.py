@@ -32,22 +32,24 @@ def _config():
 def test_layers_and_outputs_are_the_papers():
   config = _config()
   model = hyper_cnn.build(config)
-  params = hyper_cnn.init(model, jax.random.key(0), window_seconds=1.0)["params"]
+  params = jax.jit(lambda rng: hyper_cnn.init(model, rng, window_seconds=1.0))(
+      jax.random.key(0))["params"]
   shapes = jax.tree_util.tree_map(lambda p: p.shape, params)
   assert shapes["conv1"]["kernel"] == (15, 15, 1, 64)
   assert shapes["conv2"]["kernel"] == (5, 5, 64, 64)
   assert shapes["fc1"]["kernel"][1] == 384 and shapes["fc2"]["kernel"] == (384, 192)
   assert shapes["output"]["kernel"] == (192, 2)
   audio = (np.random.default_rng(1).normal(size=(3, 16_000)) * 3000).astype(np.int16)
-  logits, embedding = model.apply({"params": params}, audio, np.full(3, 16_000, np.int32))
+  apply = jax.jit(model.apply)  # one compiled program; op by op takes minutes
+  logits, embedding = apply({"params": params}, audio, np.full(3, 16_000, np.int32))
   assert logits.shape == (3, 2) and embedding.shape == (3, 192)
   assert np.all(np.asarray(embedding) >= 0)  # after the ReLU
   # Padding is silence: samples past audio_length do not matter.
   noisy = audio.copy()
   noisy[:, 8_000:] = 12_345
   lengths = np.full(3, 8_000, np.int32)
-  a = model.apply({"params": params}, audio, lengths)[0]
-  b = model.apply({"params": params}, noisy, lengths)[0]
+  a = apply({"params": params}, audio, lengths)[0]
+  b = apply({"params": params}, noisy, lengths)[0]
   np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
