@@ -33,6 +33,7 @@ import soundfile
 import soxr
 import threadpoolctl
 
+from bench import roofline
 from jplaylist.audio import hyper_image
 
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", 32, "Clips of 10 s.")
@@ -85,15 +86,6 @@ def librosa_hyper_image(clip, sample_rate, config):
   return np.concatenate(rows, axis=0)
 
 
-def _best(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return min(times)
-
-
 def main(argv):
   del argv
   if _NUM_CLIPS.value % _BATCH_SIZE.value:
@@ -113,7 +105,7 @@ def main(argv):
   def run_jax():
     for out in [fn(b) for b in batches]:
       out.block_until_ready()
-  jax_s = _best(run_jax, _REPEATS.value)
+  jax_s = roofline.best_time(run_jax, _REPEATS.value)
 
   ours = np.asarray(fn(batches[0]))[:2]
   theirs = [librosa_hyper_image(clip, rate, config) for clip in clips[:len(ours)]]  # warm
@@ -121,7 +113,7 @@ def main(argv):
     for clip in clips:
       librosa_hyper_image(clip, rate, config)
   with threadpoolctl.threadpool_limits(limits=1):
-    librosa_s = _best(run_librosa, _REPEATS.value)
+    librosa_s = roofline.best_time(run_librosa, _REPEATS.value)
 
   offsets = np.cumsum([0] + list(config.block_rows().values()))
   difference = {name: max(float(np.abs(mine[a:b] - ref[a:b]).max())

@@ -54,7 +54,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import flags
 import grain
@@ -238,7 +238,9 @@ class MakeLabelledExample(grain.transforms.RandomMap):
 
 def make_loader(dataset_path: str, split: str,
                 options: PipelineOptions = PipelineOptions(),
-                labels: LabelOptions | None = None) -> grain.DataLoader:
+                labels: LabelOptions | None = None,
+                example: Callable[[PipelineOptions, int], grain.transforms.RandomMap]
+                | None = None) -> grain.DataLoader:
   """A grain DataLoader over one split of a built music-text dataset.
 
   Args:
@@ -246,6 +248,8 @@ def make_loader(dataset_path: str, split: str,
     split: "train", "validation" or "test".
     options: how examples are drawn and batched.
     labels: for a classifier: (window, label) examples instead of (window, text).
+    example: (options, sample rate) -> the record-to-example transform, for
+      any other kind of example (e.g. the adversarial trainer's window pairs).
 
   Returns:
     A DataLoader; `iter(loader)` yields batch dicts (see module docstring) and
@@ -270,7 +274,8 @@ def make_loader(dataset_path: str, split: str,
       shuffle=options.shuffle, num_epochs=options.num_epochs, seed=options.seed)
   return grain.DataLoader(
       data_source=source, sampler=sampler,
-      operations=[MakeExample(options, sample_rate) if labels is None
+      operations=[example(options, sample_rate) if example is not None
+                  else MakeExample(options, sample_rate) if labels is None
                   else MakeLabelledExample(options, sample_rate, labels),
                   grain.transforms.Batch(options.batch_size,
                                          drop_remainder=options.drop_remainder)],

@@ -46,7 +46,6 @@ import json
 import zlib
 from typing import Any
 
-from absl import flags
 import grain
 import jax
 import jax.numpy as jnp
@@ -55,7 +54,6 @@ import numpy as np
 import optax
 
 from jplaylist import checkpoint as checkpoint_lib
-from jplaylist.data import builder
 from jplaylist.data import pipeline
 from jplaylist.models import adjacency
 from jplaylist.trainers import loop
@@ -112,43 +110,20 @@ class MakePair(grain.transforms.RandomMap):
             "group": group_of(attributes, _as_str(element["id"]))}
 
 
-def make_loader(dataset_path: str, split: str, options: pipeline.PipelineOptions
-                ) -> grain.DataLoader:
+def make_loader(dataset_path: str, split: str, options: pipeline.PipelineOptions):
   """A grain DataLoader of adjacent-window pairs over one split (see `MakePair`).
 
   `options.window_seconds` is the length of each of the two windows; the
   other options mean what they mean for `pipeline.make_loader` (texts aside).
   """
-  if not 0 <= options.shard_index < options.shard_count:
-    raise ValueError(f"shard_index {options.shard_index} not in [0, {options.shard_count})")
-  if options.worker_count > 0 and not flags.FLAGS.is_parsed():
-    flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags
-  source = builder.open_split(dataset_path, split)
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source),
-      shard_options=grain.sharding.ShardOptions(
-          shard_index=options.shard_index, shard_count=options.shard_count,
-          drop_remainder=True),
-      shuffle=options.shuffle, num_epochs=options.num_epochs, seed=options.seed)
-  return grain.DataLoader(
-      data_source=source, sampler=sampler,
-      operations=[MakePair(options.window_seconds, builder.sample_rate_of(dataset_path)),
-                  grain.transforms.Batch(options.batch_size,
-                                         drop_remainder=options.drop_remainder)],
-      worker_count=options.worker_count)
+  return pipeline.make_loader(
+      dataset_path, split, options,
+      example=lambda options, sample_rate: MakePair(options.window_seconds, sample_rate))
 
 
 def make_loaders(config: ml_collections.ConfigDict, split: str, *, train: bool):
   """This host's pair loaders, one per input shard it owns."""
-  shards, num_shards = loop.host_shards(config)
-  options = pipeline.PipelineOptions(
-      batch_size=config.input.batch_size // num_shards, seed=config.seed,
-      window_seconds=config.input.window_seconds, shuffle=train,
-      num_epochs=None if train else 1, worker_count=config.input.worker_count,
-      shard_count=num_shards)
-  path = builder.dataset_path(config.input.data_dir, config.input.dataset)
-  return [make_loader(path, split, dataclasses.replace(options, shard_index=shard))
-          for shard in shards]
+  return loop.shard_loaders(config, split, train, make_loader)
 
 
 # ---------------------------------------------------------------- losses ----

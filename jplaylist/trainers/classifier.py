@@ -16,7 +16,6 @@ continues exactly as an uninterrupted one.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from typing import Any
@@ -28,7 +27,6 @@ import numpy as np
 import optax
 
 from jplaylist import checkpoint as checkpoint_lib
-from jplaylist.data import builder
 from jplaylist.data import pipeline
 from jplaylist.models import crnn
 from jplaylist.models import hyper_cnn
@@ -45,16 +43,10 @@ def label_options(config: ml_collections.ConfigDict) -> pipeline.LabelOptions:
 
 def make_loaders(config: ml_collections.ConfigDict, split: str, *, train: bool):
   """This host's loaders of (window, label) batches, one per input shard it owns."""
-  shards, num_shards = loop.host_shards(config)
-  options = pipeline.PipelineOptions(
-      batch_size=config.input.batch_size // num_shards, seed=config.seed,
-      window_seconds=config.input.window_seconds, shuffle=train,
-      num_epochs=None if train else 1, worker_count=config.input.worker_count,
-      shard_count=num_shards)
-  path = builder.dataset_path(config.input.data_dir, config.input.dataset)
-  return [pipeline.make_loader(path, split, dataclasses.replace(options, shard_index=shard),
-                               labels=label_options(config))
-          for shard in shards]
+  return loop.shard_loaders(
+      config, split, train,
+      lambda path, split, options: pipeline.make_loader(path, split, options,
+                                                        labels=label_options(config)))
 
 
 # --------------------------------------------------- model and optimizer ----

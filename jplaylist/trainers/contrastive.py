@@ -17,10 +17,8 @@ continues with the same batches, masks and dropout as an uninterrupted run.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-import os
 from typing import Any
 
 import jax
@@ -32,6 +30,7 @@ import optax
 from jplaylist import checkpoint as checkpoint_lib
 from jplaylist import inference
 from jplaylist import losses
+from jplaylist.data import builder
 from jplaylist.data import pipeline
 from jplaylist.evaluators import suite as eval_suite
 from jplaylist.models import ast as ast_lib
@@ -51,23 +50,16 @@ _next_host_batch = loop.next_host_batch
 
 
 def _dataset_path(config: ml_collections.ConfigDict) -> str:
-  return os.path.join(config.input.data_dir, "music_text", config.input.dataset, "1.0.0")
+  return builder.dataset_path(config.input.data_dir, config.input.dataset)
 
 
 def make_loaders(config: ml_collections.ConfigDict, split: str, *, train: bool):
   """This host's input loaders: one per input shard it owns (`host_shards`);
   a host concatenates its shards' batches."""
-  shards, num_shards = host_shards(config)
-  options = pipeline.PipelineOptions(
-      batch_size=config.input.batch_size // num_shards, seed=config.seed,
-      window_seconds=config.input.window_seconds,
-      max_text_length=config.input.max_text_length,
-      source_weights=dict(config.input.source_weights), shuffle=train,
-      num_epochs=None if train else 1, worker_count=config.input.worker_count,
-      shard_count=num_shards, vocab_path=config.input.get("vocab_path"))
-  return [pipeline.make_loader(_dataset_path(config), split,
-                               dataclasses.replace(options, shard_index=shard))
-          for shard in shards]
+  return loop.shard_loaders(config, split, train, pipeline.make_loader,
+                            max_text_length=config.input.max_text_length,
+                            source_weights=dict(config.input.source_weights),
+                            vocab_path=config.input.get("vocab_path"))
 
 
 def initial_variables(model: two_tower.Model, config: ml_collections.ConfigDict,

@@ -44,6 +44,8 @@ import optax
 
 from jplaylist import checkpoint as checkpoint_lib
 from jplaylist import sharding as sharding_lib
+from jplaylist.data import builder
+from jplaylist.data import pipeline
 from jplaylist.trainers import preemption
 from jplaylist.trainers import summary
 
@@ -162,6 +164,27 @@ def host_shards(config: ml_collections.ConfigDict) -> tuple[list[int], int]:
                      f"{config.input.batch_size}")
   per_host = num_shards // jax.process_count()
   return [jax.process_index() * per_host + i for i in range(per_host)], num_shards
+
+
+def shard_loaders(config: ml_collections.ConfigDict, split: str, train: bool,
+                  make_loader: Callable[[str, str, pipeline.PipelineOptions], Any],
+                  **options) -> list:
+  """This host's loaders, one per input shard it owns (`host_shards`).
+
+  Each is `make_loader(dataset_path, split, options)` with the run's
+  `pipeline.PipelineOptions` for that shard: batch_size / num_shards examples,
+  the run's seed, window and workers; shuffled and endless in training, one
+  ordered pass otherwise; `options` sets other fields (texts, say).
+  """
+  shards, num_shards = host_shards(config)
+  base = pipeline.PipelineOptions(
+      batch_size=config.input.batch_size // num_shards, seed=config.seed,
+      window_seconds=config.input.window_seconds, shuffle=train,
+      num_epochs=None if train else 1, worker_count=config.input.worker_count,
+      shard_count=num_shards, **options)
+  path = builder.dataset_path(config.input.data_dir, config.input.dataset)
+  return [make_loader(path, split, dataclasses.replace(base, shard_index=shard))
+          for shard in shards]
 
 
 def next_host_batch(iterators) -> dict[str, np.ndarray]:

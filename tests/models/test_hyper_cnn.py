@@ -8,9 +8,9 @@ import numpy as np
 
 from configs import hyper_image_genre
 from jplaylist.models import hyper_cnn
-from jplaylist.trainers import classifier
 from jplaylist.trainers import optimizer as optimizer_lib
 from tests.trainers.test_classifier import _tones
+from tests.trainers.test_classifier import train_on_tones
 
 
 def test_local_response_norm_matches_its_formula():
@@ -72,17 +72,8 @@ def test_momentum_sgd_steps():
 
 
 def test_two_tone_classes_are_learned_well_above_chance():
-  config = _config()
-  config.optimizer.learning_rate = 3e-3
-  config.optimizer.warmup_steps = 0
-  model = classifier.build_model(config)
-  optimizer, schedule = optimizer_lib.make(config.optimizer)
-  forward, update = classifier.make_step_functions(config, model, optimizer, schedule)
-  state = classifier.init_train_state(model, config, optimizer, jax.random.key(0))
-  update = jax.jit(update)
-  rng = np.random.default_rng(0)
-  for _ in range(30):
-    state, _ = update(state, _tones(rng, 16, 1.0), jax.random.key(1))
+  model, forward, state = train_on_tones(_config(), 30)
+  assert isinstance(model, hyper_cnn.Model)
   _, metrics = jax.jit(lambda s, b: forward(s.params, b, jax.random.key(0), False))(
       state, _tones(np.random.default_rng(99), 64, 1.0))
   assert float(metrics["accuracy"]) > 0.9, metrics

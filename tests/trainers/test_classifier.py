@@ -54,21 +54,29 @@ def test_losses_and_accuracies_match_numpy():
   np.testing.assert_allclose(metrics["accuracy"], np.mean((p > 0.5) == (multi_hot > 0.5)))
 
 
-def test_two_tone_classes_are_learned_well_above_chance():
-  config = highlights_config.get_config("runlocal=True")
-  config.labels.classes = ("low", "high")
-  config.input.window_seconds = 1.0
+def train_on_tones(config, steps):
+  """A classifier of `config` (2 classes, 1-s windows) trained `steps` steps on
+  `_tones` batches of 16: (model, forward, state)."""
   config.optimizer.learning_rate = 3e-3
   config.optimizer.warmup_steps = 0
-  model = crnn.build(config)
+  model = classifier.build_model(config)
   optimizer, schedule = optimizer_lib.make(config.optimizer)
   forward, update = classifier.make_step_functions(config, model, optimizer, schedule)
   state = classifier.init_train_state(model, config, optimizer, jax.random.key(0))
   update = jax.jit(update)
   rng = np.random.default_rng(0)
-  for _ in range(60):
+  for _ in range(steps):
     state, metrics = update(state, _tones(rng, 16, 1.0), jax.random.key(1))
     assert not metrics["nonfinite"]
+  return model, forward, state
+
+
+def test_two_tone_classes_are_learned_well_above_chance():
+  config = highlights_config.get_config("runlocal=True")
+  config.labels.classes = ("low", "high")
+  config.input.window_seconds = 1.0
+  model, forward, state = train_on_tones(config, 60)
+  assert isinstance(model, crnn.Model)
   test = _tones(np.random.default_rng(123), 128, 1.0)
   logits, attention = jax.jit(lambda p, a, l: model.apply({"params": p}, a, l))(
       state.params, test["audio"], test["audio_length"])
