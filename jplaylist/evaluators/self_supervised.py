@@ -49,6 +49,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from jplaylist import checkpoint as checkpoint_lib
 from jplaylist.data import builder
 from jplaylist.evaluators import humming
 from jplaylist.evaluators import linear_probe
@@ -195,6 +196,25 @@ def prior_figures(z: np.ndarray, seed: int = 0, permutations: int = 200) -> dict
 
 
 # ------------------------------------------------------------ by example ----
+def search_scores(queries: np.ndarray, library: np.ndarray, metric: str) -> np.ndarray:
+  """[Q, N] scores of library items for queries: "euclidean" (negative squared
+  distance) or "cosine"."""
+  if metric == "cosine":
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return unit(queries) @ unit(library).T
+  return -travel.squared_distances(queries, library)
+
+
+def _retrieval_figures(relevant: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+  """mAP, R@10 and chance mAP over the queries ([Q, N] rows) with a relevant item."""
+  keep = relevant.any(axis=1)
+  relevant, scores = relevant[keep], scores[keep]
+  aps = [metrics.average_precision(r, s) for r, s in zip(relevant, scores)]
+  chance = metrics.random_average_precision(relevant.sum(axis=1), scores.shape[1])
+  return {"map": float(np.mean(aps)), "r_at_10": metrics.recall_at_k(relevant, scores, 10),
+          "chance_map": float(np.mean(chance)), "queries": float(keep.sum())}
+
+
 def query_by_example(embeddings: np.ndarray, groups: Sequence[Any],
                      metric: str = "euclidean") -> dict[str, float]:
   """mAP and R@10 of every recording as a query for the other renditions of
@@ -203,21 +223,11 @@ def query_by_example(embeddings: np.ndarray, groups: Sequence[Any],
   metric: "euclidean" (negative squared distance) or "cosine".
   """
   groups = np.asarray(groups)
-  if metric == "cosine":
-    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    scores = unit @ unit.T
-  else:
-    squared = np.sum(embeddings ** 2, 1)
-    scores = -(squared[:, None] + squared[None, :] - 2.0 * embeddings @ embeddings.T)
-  n = len(embeddings)
-  relevant = (groups[:, None] == groups[None, :]) & ~np.eye(n, dtype=bool)
-  keep = relevant.any(axis=1)
-  scores = np.where(np.eye(n, dtype=bool), -np.inf, scores)[keep]
-  relevant = relevant[keep]
-  aps = [metrics.average_precision(r, s) for r, s in zip(relevant, scores)]
-  chance = metrics.random_average_precision(relevant.sum(axis=1), n - 1)
-  return {"map": float(np.mean(aps)), "r_at_10": metrics.recall_at_k(relevant, scores, 10),
-          "chance_map": float(np.mean(chance)), "queries": float(keep.sum())}
+  n = len(groups)
+  others = ~np.eye(n, dtype=bool)  # each query ranks the other n - 1 recordings
+  relevant = (groups[:, None] == groups[None, :])[others].reshape(n, n - 1)
+  scores = search_scores(embeddings, embeddings, metric)[others].reshape(n, n - 1)
+  return _retrieval_figures(relevant, scores)
 
 
 def query_search(queries: np.ndarray, library: np.ndarray, query_groups: Sequence[Any],
@@ -225,19 +235,8 @@ def query_search(queries: np.ndarray, library: np.ndarray, query_groups: Sequenc
                  ) -> dict[str, float]:
   """mAP and R@10 of queries [Q, d] against a library [N, d]; a library item
   is relevant to a query when their groups (compositions) are equal."""
-  if metric == "cosine":
-    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    scores = unit(queries) @ unit(library).T
-  else:
-    scores = -(np.sum(queries ** 2, 1)[:, None] + np.sum(library ** 2, 1)[None, :]
-               - 2.0 * queries @ library.T)
   relevant = np.asarray(query_groups)[:, None] == np.asarray(library_groups)[None, :]
-  keep = relevant.any(axis=1)
-  relevant, scores = relevant[keep], scores[keep]
-  aps = [metrics.average_precision(r, s) for r, s in zip(relevant, scores)]
-  chance = metrics.random_average_precision(relevant.sum(axis=1), len(library))
-  return {"map": float(np.mean(aps)), "r_at_10": metrics.recall_at_k(relevant, scores, 10),
-          "chance_map": float(np.mean(chance)), "queries": float(keep.sum())}
+  return _retrieval_figures(relevant, search_scores(queries, library, metric))
 
 
 def humming_queries(attributes: Sequence[dict], sample_rate: int,
@@ -267,12 +266,10 @@ def travel_figures(embeddings: np.ndarray, pairs: int = 50, length: int = 8,
     figures = travel.smoothness(embeddings, playlist, rng)
     ratios.append(figures["ratio"])
     rougher.append(figures["share_of_orders_rougher"])
-  squared = np.maximum(np.sum(embeddings ** 2, 1)[:, None] + np.sum(embeddings ** 2, 1)[None, :]
-                       - 2.0 * embeddings @ embeddings.T, 0.0)
+  squared = travel.squared_distances(embeddings, embeddings)
   np.fill_diagonal(squared, np.inf)
   samples = rng.standard_normal((len(embeddings), embeddings.shape[1]))
-  to_samples = np.maximum(np.sum(samples ** 2, 1)[:, None] + np.sum(embeddings ** 2, 1)[None, :]
-                          - 2.0 * samples @ embeddings.T, 0.0)
+  to_samples = travel.squared_distances(samples, embeddings)
   return {"path_over_random_order": float(np.mean(ratios)),
           "share_of_orders_rougher": float(np.mean(rougher)),
           "prior_sample_nearest_distance": float(np.mean(np.sqrt(to_samples.min(1)))),
@@ -303,7 +300,7 @@ def evaluate(workdir: str, *, data_dir: str | None = None, step: int | None = No
   from jplaylist.trainers import adversarial  # the trainer imports jax models
 
   networks, params, batch_stats, config = adversarial.restore(workdir, step)
-  step = step if step is not None else _latest_step(workdir)
+  step = step if step is not None else checkpoint_lib.latest_step(workdir)
   data_dir = data_dir or config.input.data_dir
   path = builder.dataset_path(data_dir, config.input.dataset)
   sample_rate = builder.sample_rate_of(path)
@@ -311,6 +308,7 @@ def evaluate(workdir: str, *, data_dir: str | None = None, step: int | None = No
   embed = lambda audio, lengths: adversarial.embed(networks, params, batch_stats, audio, lengths)
   embed_tracks = lambda waveforms: track_embeddings(embed, waveforms, window)
   form, metric = config.adversarial.form, config.adversarial.metric
+  search_metric = "cosine" if metric == "cosine" else "euclidean"
   results: dict[str, float] = {}
 
   log(f"adjacency on {test_split}")
@@ -322,7 +320,7 @@ def evaluate(workdir: str, *, data_dir: str | None = None, step: int | None = No
   if form == "adjacency":
     score = lambda a, b: adversarial.adjacency_logits(networks, params, a, b)
   else:
-    score = lambda a, b: _pair_similarity(a, b, metric, config.adversarial.scale)
+    score = lambda a, b: adversarial.pair_similarities(a, b, metric, config.adversarial.scale)
   for k, v in adjacency_figures(score, first, second, groups, form == "adjacency").items():
     results[f"adjacency/{k}"] = v
 
@@ -339,8 +337,7 @@ def evaluate(workdir: str, *, data_dir: str | None = None, step: int | None = No
     track_groups += [a.get("composition", i) for a, i in zip(other.attributes, other.ids)]
   except (FileNotFoundError, KeyError, ValueError) as error:
     log(f"no split {other_renditions_split!r} ({error}); renditions of {test_split} only")
-  by_example = query_by_example(tracks, track_groups,
-                                "cosine" if metric == "cosine" else "euclidean")
+  by_example = query_by_example(tracks, track_groups, search_metric)
   for k, v in by_example.items():
     results[f"query_by_example/{k}"] = v
 
@@ -356,7 +353,7 @@ def evaluate(workdir: str, *, data_dir: str | None = None, step: int | None = No
   random = np.random.default_rng(0)
   for name, waveforms in hummed.items():
     found = query_search(embed_tracks(waveforms), tracks, groups, library_groups,
-                         "cosine" if metric == "cosine" else "euclidean")
+                         search_metric)
     for k, v in found.items():
       results[f"query_by_humming/{name}/{k}"] = v
     dim = tracks.shape[1]
@@ -402,20 +399,6 @@ def evaluate(workdir: str, *, data_dir: str | None = None, step: int | None = No
   with open(paths["report"], "w") as f:
     f.write(report_text(results, config, workdir, step, compare_workdir))
   return results, paths
-
-
-def _pair_similarity(a, b, metric, scale):
-  """Row-wise similarity of pairs (a_k, b_k), as the dssm form trains with."""
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  if metric == "cosine":
-    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return scale * np.sum(unit(a) * unit(b), axis=1)
-  return -scale * np.sum((a - b) ** 2, axis=1) / (2.0 * a.shape[1])
-
-
-def _latest_step(workdir: str) -> int:
-  from jplaylist import checkpoint as checkpoint_lib
-  return int(checkpoint_lib.latest_step(workdir))
 
 
 def report_text(results: dict[str, float], config, workdir: str, step: int,

@@ -19,9 +19,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def _squared_distances(points: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
-  return (np.sum(points ** 2, 1)[:, None] + np.sum(embeddings ** 2, 1)[None, :]
-          - 2.0 * points @ embeddings.T)
+def squared_distances(points: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+  """[P, N] squared Euclidean distances (clipped at 0 against rounding)."""
+  return np.maximum(np.sum(points ** 2, 1)[:, None] + np.sum(embeddings ** 2, 1)[None, :]
+                    - 2.0 * points @ embeddings.T, 0.0)
 
 
 def nearest_unused(points: np.ndarray, embeddings: np.ndarray,
@@ -31,7 +32,7 @@ def nearest_unused(points: np.ndarray, embeddings: np.ndarray,
   if len(points) > len(embeddings) - len(used):
     raise ValueError(f"{len(points)} tracks asked of a library with "
                      f"{len(embeddings) - len(used)} left")
-  distances = _squared_distances(np.asarray(points, np.float64),
+  distances = squared_distances(np.asarray(points, np.float64),
                                  np.asarray(embeddings, np.float64))
   chosen = []
   for row in distances:

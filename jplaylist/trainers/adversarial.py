@@ -138,6 +138,18 @@ def similarities(a: jax.Array, b: jax.Array, metric: str, scale: float) -> jax.A
   raise ValueError(f"unknown metric {metric!r}; known: {METRICS}")
 
 
+def pair_similarities(a, b, metric: str, scale: float) -> np.ndarray:
+  """[P] similarities of row pairs (a_k, b_k) [P, d]: the diagonal of
+  `similarities` without the [P, P] matrix (numpy, for evaluation)."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if metric == "cosine":
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return scale * np.sum(unit(a) * unit(b), axis=1)
+  if metric == "euclidean":
+    return -scale * np.sum((a - b) ** 2, axis=1) / (2.0 * a.shape[1])
+  raise ValueError(f"unknown metric {metric!r}; known: {METRICS}")
+
+
 def negative_mask(group: jax.Array) -> jax.Array:
   """[B, B] True where b_j may serve as a negative of a_i (another composition)."""
   return group[:, None] != group[None, :]

@@ -289,3 +289,12 @@ def test_the_ablation_table_reads_each_runs_latest_report(tmp_path):
   assert "0.070" in adversarial_ablation.row("c", metrics, prefix="contrastive/")
   with pytest.raises(FileNotFoundError, match="launch.evaluate"):
     adversarial_ablation.latest_metrics(str(tmp_path / "none"), "test")
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_pair_similarities_are_the_diagonal_of_the_batch_similarities(metric):
+  rng = np.random.default_rng(8)
+  a, b = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+  np.testing.assert_allclose(adversarial.pair_similarities(a, b, metric, 10.0),
+                             np.diag(adversarial.similarities(a, b, metric, 10.0)),
+                             rtol=1e-5, atol=1e-5)
