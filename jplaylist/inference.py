@@ -52,6 +52,26 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
       if len(x) < rows else x
 
 
+def cut_windows(waveform: np.ndarray, window: int, min_last_window: float = 0.5
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """A recording's consecutive windows, as the module docstring describes.
+
+  Returns:
+    (windows [num_windows, window] float32, lengths [num_windows] int32: each
+    window's real samples, zero padding after them).
+  """
+  full, rest = divmod(len(waveform), window)
+  keep_rest = rest and (full == 0 or rest >= min_last_window * window)
+  count = full + (1 if keep_rest else 0)
+  out = np.zeros((count, window), np.float32)
+  lengths = np.zeros(count, np.int32)
+  for i in range(count):
+    piece = waveform[i * window:(i + 1) * window]
+    out[i, :len(piece)] = piece
+    lengths[i] = len(piece)
+  return out, lengths
+
+
 class Model:
   """A trained two-tower model on the host's default device."""
 
@@ -93,17 +113,7 @@ class Model:
     """(windows [num_windows, window_samples] float32, lengths [num_windows]
     int32: each window's real samples, zero padding after them) of one
     recording at the model's rate."""
-    w = self.window_samples
-    full, rest = divmod(len(waveform), w)
-    keep_rest = rest and (full == 0 or rest >= self.min_last_window * w)
-    count = full + (1 if keep_rest else 0)
-    out = np.zeros((count, w), np.float32)
-    lengths = np.zeros(count, np.int32)
-    for i in range(count):
-      piece = waveform[i * w:(i + 1) * w]
-      out[i, :len(piece)] = piece
-      lengths[i] = len(piece)
-    return out, lengths
+    return cut_windows(waveform, self.window_samples, self.min_last_window)
 
   def embed_audio(self, waveforms: Sequence[np.ndarray] | np.ndarray,
                   sample_rate: int) -> np.ndarray:

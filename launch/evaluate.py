@@ -13,6 +13,10 @@ model of --compare_workdir when given.
 
   python -m launch.evaluate --workdir=workdirs/adjacency --compare_workdir=workdirs/demo
 
+A run of the user-anchored trainer (`config.trainer = "user_anchored"`, issue
+16) gets its AUC, precision and fan-recall report and its audio embeddings
+exported as a library index (`evaluators.user_anchored`); --split is unused.
+
 Writes `metrics.json`, `report.md` and PNG plots to
 `<workdir>/eval/<split>[+<split>...]_step<step>/` (or --output_dir): with
 several splits, one report whose tables have a column per split. Figures are
@@ -29,6 +33,7 @@ from ml_collections import config_flags
 from jplaylist import checkpoint
 from jplaylist.evaluators import self_supervised
 from jplaylist.evaluators import suite
+from jplaylist.evaluators import user_anchored
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir of the model.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
@@ -60,6 +65,12 @@ def main(argv):
         output_dir=_OUTPUT_DIR.value, compare_workdir=_COMPARE.value,
         test_split=suite.parse_splits(_SPLIT.value)[0])
     print(f"\n{len(results)} metrics: {paths['metrics']}\nReport: {paths['report']}")
+    return
+  if saved.get("trainer") == "user_anchored":
+    _, paths = user_anchored.evaluate(_WORKDIR.value, step=_STEP.value,
+                                      output_dir=_OUTPUT_DIR.value, data_dir=_DATA_DIR.value)
+    print(f"\nMetrics: {paths['metrics']}\nReport: {paths['report']}\n"
+          f"Audio embeddings (library index): {paths['embeddings']}")
     return
   targets = None
   if _TARGETS_FROM.value is not None:

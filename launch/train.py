@@ -3,11 +3,13 @@ r"""Trains a model: `trainers.<config.trainer>.train_and_evaluate(config, workdi
   python -m launch.train --config=configs/demo.py --workdir=workdirs/demo
   python -m launch.train --config=configs/highlights.py --workdir=workdirs/highlights
   python -m launch.train --config=configs/adversarial_adjacency.py --workdir=workdirs/adjacency
+  python -m launch.train --config=configs/user_anchored.py:loss=metric,negatives=4 \
+      --workdir=workdirs/ua_metric4
   python -m launch.train --config=configs/mulan.py:audio=ast --workdir=/tmp/m \
       --config.input.batch_size=64 --config.optimizer.learning_rate=1e-4
 
 `config.trainer` picks the trainer ("contrastive" when absent, "classifier",
-"adversarial").
+"adversarial", "user_anchored").
 Config fields can be overridden with --config.FIELD=VALUE; the config is
 locked, so a misspelled or ill-typed field is rejected with a message that
 names it. Multi-host: pass --coordinator_address, --num_processes and
@@ -31,10 +33,11 @@ from jplaylist import sharding
 from jplaylist.trainers import adversarial
 from jplaylist.trainers import classifier
 from jplaylist.trainers import contrastive
+from jplaylist.trainers import user_anchored
 
 # config.trainer -> the trainer module (train_and_evaluate, eval_summary).
 TRAINERS = {"contrastive": contrastive, "classifier": classifier,
-            "adversarial": adversarial}
+            "adversarial": adversarial, "user_anchored": user_anchored}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)

@@ -129,7 +129,8 @@ def reserve_port():
 # the long ones first keeps one worker from being left alone with one at the end.
 _LONG_FILES = ("tests/trainers/test_contrastive.py", "tests/trainers/test_multihost.py",
                "tests/session/test_distributed_study.py", "tests/test_colabs.py",
-               "tests/trainers/test_adversarial.py")
+               "tests/trainers/test_adversarial.py", "tests/trainers/test_user_anchored.py",
+               "tests/evaluators/test_cross_validation.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -49,6 +49,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jplaylist.data import audio_io
+from jplaylist.data import folds
 from jplaylist.data import manifest as manifest_lib
 from jplaylist.data import split_audio
 from jplaylist.data import text_filter as text_filter_lib
@@ -477,13 +478,19 @@ def open_split(path: str, split: str) -> split_audio.SplitSource:
 
   Args:
     path: the dataset's version folder (`BuildResult.path`).
-    split: "train", "validation" or "test".
+    split: "train", "validation" or "test"; or a cross-validation fold of
+      some of them, e.g. "train+validation+test:fold3of10:train"
+      (`jplaylist.data.folds`).
 
   Returns:
     A `split_audio.SplitSource`: `source[i]` is record i with its `audio`
     [num_samples] int16, in either layout (a memory-mapped view in the
-    "split_file" layout: slicing it reads only the slice).
+    "split_file" layout: slicing it reads only the slice). For a fold, a
+    `folds.FoldSource` over such sources.
   """
+  fold = folds.parse(split)
+  if fold is not None:
+    return folds.FoldSource(fold, [open_split(path, s) for s in fold.pool])
   builder = tfds.builder_from_directory(path)
   if split not in builder.info.splits:
     raise ValueError(f"{path} has no split {split!r}; it has "

@@ -30,6 +30,7 @@ from jplaylist import checkpoint as checkpoint_lib
 from jplaylist.data import pipeline
 from jplaylist.models import crnn
 from jplaylist.models import hyper_cnn
+from jplaylist.models import log_mel_classifier
 from jplaylist.trainers import loop
 from jplaylist.trainers import optimizer as optimizer_lib
 
@@ -50,30 +51,57 @@ def make_loaders(config: ml_collections.ConfigDict, split: str, *, train: bool):
 
 
 # --------------------------------------------------- model and optimizer ----
-# config.model.kind -> the network: the CRNN with attention, or the hyper-image
-# CNN (`models/hyper_cnn.py`, issue 16). Both return (logits, second output).
-MODEL_KINDS = ("crnn", "hyper_cnn")
+# config.model.kind -> the network: the CRNN with attention, the hyper-image
+# CNN (`models/hyper_cnn.py`, issue 16) or the M-ResNet over log-mel it is
+# compared with (`models/log_mel_classifier.py`). Each returns (logits,
+# second output: attention weights or the embedding).
+MODEL_KINDS = ("crnn", "hyper_cnn", "mresnet")
 
 
 def build_model(config: ml_collections.ConfigDict):
   kind = config.model.get("kind", "crnn")
   if kind not in MODEL_KINDS:
     raise ValueError(f"config.model.kind={kind!r}; known: {MODEL_KINDS}")
-  return crnn.build(config) if kind == "crnn" else hyper_cnn.build(config)
+  if kind == "hyper_cnn":
+    return hyper_cnn.build(config)
+  if kind == "mresnet":
+    return log_mel_classifier.build(config)
+  return crnn.build(config)
 
 
-def init_params(model, config: ml_collections.ConfigDict, rng: jax.Array):
+def init_variables(model, config: ml_collections.ConfigDict, rng: jax.Array
+                   ) -> dict[str, Any]:
+  """{"params"} or, for a model with BatchNorm, {"params", "batch_stats"}."""
   if isinstance(model, hyper_cnn.Model):
-    return hyper_cnn.init(model, rng, window_seconds=config.input.window_seconds)["params"]
-  return crnn.init(model, rng)["params"]
+    return hyper_cnn.init(model, rng, window_seconds=config.input.window_seconds)
+  if isinstance(model, log_mel_classifier.Model):
+    return log_mel_classifier.init(model, rng, sample_rate=config.model.sample_rate)
+  return crnn.init(model, rng)
 
 
 def init_train_state(model, config: ml_collections.ConfigDict,
                      optimizer: optax.GradientTransformation,
                      rng: jax.Array) -> loop.TrainState:
-  params = init_params(model, config, rng)
-  return loop.TrainState(step=jnp.zeros([], jnp.int32), params=params, batch_stats={},
+  variables = init_variables(model, config, rng)
+  params = variables["params"]
+  return loop.TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                         batch_stats=variables.get("batch_stats", {}),
                          opt_state=optimizer.init(params))
+
+
+def apply(model, params, batch_stats, audio, audio_length=None, *, train: bool = False,
+          rng: jax.Array | None = None):
+  """(logits, second output[, new batch_stats when training with BatchNorm])."""
+  variables = {"params": params}
+  if batch_stats:
+    variables["batch_stats"] = batch_stats
+  rngs = {"dropout": rng} if rng is not None else {}
+  if train and batch_stats:
+    outputs, updated = model.apply(variables, audio, audio_length, train=True, rngs=rngs,
+                                   mutable=["batch_stats"])
+    return outputs, updated["batch_stats"]
+  outputs = model.apply(variables, audio, audio_length, train=train, rngs=rngs)
+  return outputs, batch_stats
 
 
 def warm_start(params, config: ml_collections.ConfigDict, log=print):
@@ -123,24 +151,26 @@ def make_step_functions(config: ml_collections.ConfigDict, model,
   """The pure (unjitted) forward and update functions of a training step.
 
   Returns:
-    forward(params, batch, rng, train) -> (loss, metrics)
+    forward(params, batch_stats, batch, rng, train) -> (loss, (metrics, batch_stats))
     update(state, batch, rng) -> (state, metrics); rng is folded with the step.
   """
   multi_label = bool(config.labels.multi_label)
   # optax.MultiSteps (optimizer.py) applies one update per `accumulation` steps.
   accumulation = max(1, config.optimizer.get("accumulation_steps", 1))
 
-  def forward(params, batch, rng, train):
-    logits, _ = model.apply({"params": params}, batch["audio"], batch.get("audio_length"),
-                            train=train, rngs={"dropout": rng})
-    return classification_loss(logits=logits, labels=batch["label"], multi_label=multi_label)
+  def forward(params, batch_stats, batch, rng, train):
+    (logits, _), batch_stats = apply(model, params, batch_stats, batch["audio"],
+                                     batch.get("audio_length"), train=train, rng=rng)
+    loss, metrics = classification_loss(logits=logits, labels=batch["label"],
+                                         multi_label=multi_label)
+    return loss, (metrics, batch_stats)
 
   def update(state: loop.TrainState, batch, rng):
     step_rng = jax.random.fold_in(rng, state.step)
-    (loss, metrics), grads = jax.value_and_grad(forward, has_aux=True)(
-        state.params, batch, step_rng, True)
+    (loss, (metrics, batch_stats)), grads = jax.value_and_grad(forward, has_aux=True)(
+        state.params, state.batch_stats, batch, step_rng, True)
     state, step_metrics = loop.apply_gradients(state, grads, loss, optimizer, schedule,
-                                               accumulation)
+                                               accumulation, batch_stats=batch_stats)
     return state, dict(metrics, **step_metrics)
 
   return forward, update
@@ -162,7 +192,7 @@ def make_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> loo
   forward, update = make_step_functions(config, model, optimizer, schedule)
 
   def eval_step(state, batch):
-    return forward(state.params, batch, jax.random.key(0), False)[1]
+    return forward(state.params, state.batch_stats, batch, jax.random.key(0), False)[1][0]
 
   def eval_report(results):
     results = dict(results, uniform_loss=uniform_loss(config))
@@ -205,6 +235,17 @@ def restore(workdir: str, step: int | None = None
   state, saved = checkpoint_lib.restore_on_host(workdir, step)
   config = ml_collections.ConfigDict(saved)
   return build_model(config), state["params"], config
+
+
+def restore_variables(workdir: str, step: int | None = None
+                      ) -> tuple[Any, dict[str, Any], ml_collections.ConfigDict]:
+  """(model, {"params"[, "batch_stats"]}, config) of a trained classifier."""
+  state, saved = checkpoint_lib.restore_on_host(workdir, step)
+  config = ml_collections.ConfigDict(saved)
+  variables = {"params": state["params"]}
+  if state.get("batch_stats"):
+    variables["batch_stats"] = state["batch_stats"]
+  return build_model(config), variables, config
 
 
 def attention(model: crnn.Model, params: dict[str, Any], audio: np.ndarray,

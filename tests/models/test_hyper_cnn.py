@@ -74,6 +74,7 @@ def test_momentum_sgd_steps():
 def test_two_tone_classes_are_learned_well_above_chance():
   model, forward, state = train_on_tones(_config(), 30)
   assert isinstance(model, hyper_cnn.Model)
-  _, metrics = jax.jit(lambda s, b: forward(s.params, b, jax.random.key(0), False))(
-      state, _tones(np.random.default_rng(99), 64, 1.0))
+  _, (metrics, _) = jax.jit(
+      lambda s, b: forward(s.params, s.batch_stats, b, jax.random.key(0), False))(
+          state, _tones(np.random.default_rng(99), 64, 1.0))
   assert float(metrics["accuracy"]) > 0.9, metrics

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from configs import highlights as highlights_config
+from configs import hyper_image_genre
 from jplaylist import checkpoint as checkpoint_lib
 from jplaylist.data import pipeline
 from jplaylist.models import crnn
+from jplaylist.models import log_mel_classifier
 from jplaylist.trainers import classifier
 from jplaylist.trainers import optimizer as optimizer_lib
 from jplaylist.trainers import summary
@@ -82,7 +84,8 @@ def test_two_tone_classes_are_learned_well_above_chance():
       state.params, test["audio"], test["audio_length"])
   accuracy = np.mean(np.argmax(logits, -1) == test["label"])
   assert accuracy >= 0.9, accuracy  # chance: 0.5
-  _, metrics = jax.jit(lambda p, b: forward(p, b, jax.random.key(0), False))(state.params, test)
+  _, (metrics, _) = jax.jit(lambda p, b: forward(p, {}, b, jax.random.key(0), False))(
+      state.params, test)
   np.testing.assert_allclose(metrics["accuracy"], accuracy, rtol=1e-6)
   # Attention over the valid frames only, whatever the clip's length.
   np.testing.assert_allclose(np.asarray(attention).sum(1), 1.0, rtol=1e-5)
@@ -170,3 +173,24 @@ def test_a_compute_dtype_other_than_float32_is_refused():
   config.compute_dtype = "bfloat16"
   with pytest.raises(ValueError, match="compute_dtype='bfloat16'"):
     classifier.make_task(config, None)
+
+
+def test_the_mresnet_comparison_learns_tones_and_updates_its_batch_statistics():
+  config = hyper_image_genre.get_config("runlocal=True,model=mresnet")
+  config.labels.classes = ("low", "high")
+  config.input.window_seconds = 1.0
+  model, forward, state = train_on_tones(config, 30)
+  assert isinstance(model, log_mel_classifier.Model)
+  initial = classifier.init_variables(model, config, jax.random.key(0))["batch_stats"]
+  moved = [float(np.max(np.abs(a - b))) for a, b in zip(
+      jax.tree_util.tree_leaves(initial), jax.tree_util.tree_leaves(state.batch_stats),
+      strict=True)]
+  assert min(moved) > 0, moved  # every running statistic was updated
+  test = _tones(np.random.default_rng(7), 64, 1.0)
+  _, (metrics, unchanged) = jax.jit(
+      lambda s, b: forward(s.params, s.batch_stats, b, jax.random.key(0), False))(state, test)
+  assert float(metrics["accuracy"]) > 0.9, metrics
+  # Evaluation reads the running statistics and leaves them as they are.
+  for a, b in zip(jax.tree_util.tree_leaves(unchanged),
+                  jax.tree_util.tree_leaves(state.batch_stats), strict=True):
+    np.testing.assert_array_equal(a, b)
