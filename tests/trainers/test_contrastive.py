@@ -252,7 +252,10 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_demo, t
   assert [r["step"] for r in multi_rows] == [r["step"] for r in single_rows] == [1, 2, 3, 4]
   for a, b in zip(multi_rows, single_rows):
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=1e-5)
+    # The gradient is summed in another order (gloo across processes, XLA within
+    # one): on a fresh CI machine of 2026-12-03 the norms differed by 6.6e-5
+    # relative at the same losses, also at the previously landed commit.
+    np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=2e-4)
 
 
 def test_parameter_sharding_rules_and_bf16_compute(tiny_demo, tmp_path):
