@@ -4,6 +4,8 @@ r"""Self-supervised embedding, adjacency form: a Siamese classifier of adjacent 
   python -m launch.train --config=configs/adversarial_adjacency.py --workdir=workdirs/adjacency
   python -m launch.train --config=configs/adversarial_adjacency.py:prior=False \
       --workdir=workdirs/adjacency_no_prior             # the ablation without the prior
+  python -m launch.train --config=configs/adversarial_adjacency.py:positive=rendition \
+      --workdir=workdirs/adjacency_rendition            # positives from another rendition
   python -m launch.evaluate --workdir=workdirs/adjacency
 
 Issue 14: two adjacent 3-s windows of a recording against windows of another

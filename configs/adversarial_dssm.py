@@ -6,6 +6,8 @@ r"""Self-supervised embedding, DSSM form: a softmax over a reference's positive 
       --workdir=workdirs/dssm_cosine                    # cosine instead of Euclidean
   python -m launch.train --config=configs/adversarial_dssm.py:prior=False \
       --workdir=workdirs/dssm_no_prior                  # the ablation without the prior
+  python -m launch.train --config=configs/adversarial_dssm.py:positive=rendition \
+      --workdir=workdirs/dssm_rendition                 # positives from another rendition
   python -m launch.evaluate --workdir=workdirs/dssm
 
 Issue 14: one embedding network over a reference window, its adjacent window

@@ -164,9 +164,12 @@ def adversarial_embedding(form: str, arg: str | None) -> ml_collections.ConfigDi
   """The self-supervised adversarial embedding (trainers/adversarial.py) of one form.
 
   Config arguments: metric (dssm: euclidean | cosine), prior (True: the
-  adversarial phase; False: the metric phase alone, the ablation), runlocal.
+  adversarial phase; False: the metric phase alone, the ablation), positive
+  (adjacent: the next window of the recording; rendition: the same stretch of
+  another rendition of the composition), runlocal.
   """
-  args = parse_arg(arg, runlocal="False", metric="euclidean", prior="True")
+  args = parse_arg(arg, runlocal="False", metric="euclidean", prior="True",
+                   positive="adjacent")
   config = ml_collections.ConfigDict()
   config.trainer = "adversarial"
   config.input = input_pipeline(batch_size=32)
@@ -182,6 +185,7 @@ def adversarial_embedding(form: str, arg: str | None) -> ml_collections.ConfigDi
       metric=args["metric"],           # dssm's similarity: euclidean | cosine
       scale=10.0,                      # dssm's gamma (see trainers/adversarial.py)
       prior=is_true(args["prior"]),    # the adversarial phase on or off
+      positive=args["positive"],       # adjacent | rendition (trainers/adversarial.py)
       # Adam rate of the discriminator and of the embedder's fooling step;
       # the source: at the metric phase's rate the adversarial updates have
       # no effect. At 1e-2 (10x) the discriminator won and the embedder's

@@ -134,13 +134,13 @@ def fan_recall(user_embeddings: np.ndarray, track_embeddings: np.ndarray,
 
 # ------------------------------------------------------------ embedding ----
 @functools.partial(jax.jit, static_argnums=0)
-def _embed_audio(model, params, audio):
-  return model.apply({"params": params}, audio, method=model_lib.Model.embed_audio)
+def _embed_audio(model, variables, audio):
+  return model.apply(variables, audio, method=model_lib.Model.embed_audio)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _embed_users(model, params, users):
-  return model.apply({"params": params}, users, method=model_lib.Model.embed_users)
+def _embed_users(model, variables, users):
+  return model.apply(variables, users, method=model_lib.Model.embed_users)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -158,9 +158,10 @@ def evenly_spaced_windows(audio: np.ndarray, window: int, count: int) -> np.ndar
   return out
 
 
-def embed_tracks(model: model_lib.Model, params, world: trainer.World, *,
+def embed_tracks(model: model_lib.Model, variables, world: trainer.World, *,
                  windows: int = 3, batch_size: int = 32, log=print) -> np.ndarray:
-  """[N, d] L2-normalised audio embeddings of every track (mean of `windows`)."""
+  """[N, d] L2-normalised audio embeddings of every track (mean of `windows`);
+  `variables`: {"params", "batch_stats"}."""
   window = int(round(model.window_seconds * world.sample_rate))
   chunks = []
   tracks = list(range(len(world.track_ids)))
@@ -171,18 +172,18 @@ def embed_tracks(model: model_lib.Model, params, world: trainer.World, *,
                             for t in part])
     pad = per_batch * windows - len(audio)  # one compiled shape
     audio = np.concatenate([audio, np.zeros((pad, window), np.int16)])
-    z = _unit(np.asarray(_embed_audio(model, params, jnp.asarray(audio))))[:len(part) * windows]
+    z = _unit(np.asarray(_embed_audio(model, variables, jnp.asarray(audio))))[:len(part) * windows]
     chunks.append(_unit(z.reshape(len(part), windows, -1).mean(axis=1)))
     if log and start and start % (per_batch * 20) == 0:
       log(f"  embedded {start} / {len(tracks)} tracks")
   return np.concatenate(chunks)
 
 
-def embed_users(model: model_lib.Model, params, world: trainer.World) -> np.ndarray:
+def embed_users(model: model_lib.Model, variables, world: trainer.World) -> np.ndarray:
   """[U, d] L2-normalised user embeddings (a lookup's unseen users too: untrained rows)."""
   users = {k: jnp.asarray(v) for k, v in
            world.user_features(np.arange(world.users.num_users)).items()}
-  return _unit(np.asarray(_embed_users(model, params, users)))
+  return _unit(np.asarray(_embed_users(model, variables, users)))
 
 
 # --------------------------------------------------------------- scoring ----
@@ -276,19 +277,20 @@ def evaluate(workdir: str, *, step: int | None = None, output_dir: str | None = 
     config = ml_collections.ConfigDict(saved)
     config.input.data_dir = data_dir
     world = trainer.build_world(config, log=log)
-  model, params, config, world = trainer.restore(workdir, step, world=world)
+  model, variables, config, world = trainer.restore(workdir, step, world=world)
   log(f"{world.users.num_users} users, {len(world.track_ids)} tracks "
       f"({int(world.split.new_track.sum())} new), "
       + ", ".join(f"{k}: {len(v)}" for k, v in world.split.parts.items()))
   evaluation = config.evaluation
-  rows = {"trained": params}
+  rows = {"trained": variables}
   if evaluation.random_init_baseline:
-    rows["random init"] = trainer.init_params(model, world, jax.random.key(config.seed + 1))
+    rows["random init"] = trainer.init_variables(model, world, jax.random.key(config.seed + 1))
   results, exported = {}, None
-  for name, row_params in rows.items():
+  for name, row_variables in rows.items():
     log(f"{name}: embedding {len(world.track_ids)} tracks and {world.users.num_users} users")
-    tracks = embed_tracks(model, row_params, world, windows=evaluation.track_windows, log=log)
-    users = embed_users(model, row_params, world)
+    tracks = embed_tracks(model, row_variables, world, windows=evaluation.track_windows,
+                          log=log)
+    users = embed_users(model, row_variables, world)
     results[name] = score(model, users, tracks, world, precision_k=evaluation.precision_k,
                           fan_ks=tuple(evaluation.fan_k))
     if exported is None:

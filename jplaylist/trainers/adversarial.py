@@ -3,7 +3,13 @@
 Two neighbouring passages of one recording are related; a passage of another
 composition is not. No labels: the input pipeline cuts two adjacent windows
 of each recording (`MakePair`), and the other recordings of the batch give
-the negatives. Two forms (`config.adversarial.form`):
+the negatives. `config.adversarial.positive="rendition"` pairs a window with
+the same stretch of another rendition of its composition instead, so that
+what the pair shares is the piece rather than its rendering (the adjacent
+pairs of the demo corpus share soundfont, ensemble, tempo, key and recording
+chain, which tell them apart from other recordings without the music).
+
+Two forms (`config.adversarial.form`):
 
   "adjacency"  (Siamese) a small classifier on the concatenation of two
                embeddings (`models.adjacency.AdjacencyHead`) tells adjacent
@@ -54,6 +60,7 @@ import numpy as np
 import optax
 
 from jplaylist import checkpoint as checkpoint_lib
+from jplaylist.data import builder
 from jplaylist.data import pipeline
 from jplaylist.models import adjacency
 from jplaylist.trainers import loop
@@ -87,6 +94,36 @@ def pair_windows(audio: np.ndarray, window: int, rng: np.random.Generator
   return out, np.array([half, n - half], np.int32)
 
 
+def _window_at(audio: np.ndarray, start: int, window: int) -> tuple[np.ndarray, int]:
+  piece = np.asarray(audio[start:start + window])
+  out = np.zeros(window, np.int16)
+  out[:len(piece)] = piece
+  return out, len(piece)
+
+
+def rendition_windows(audio: np.ndarray, other: np.ndarray, window: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """A window of one recording and the same stretch of another rendition.
+
+  The reference window starts uniformly at random; the positive starts at the
+  same fraction of the other recording's playable length (renditions at other
+  tempi play the same passage at the same fraction of their length, as far as
+  both play the piece through). Either window is zero-padded at its end when
+  its recording is shorter than a window. Returns ([2, window] int16,
+  lengths [2] int32).
+  """
+  for samples in (audio, other):
+    if samples.dtype != np.int16:
+      raise ValueError(f"expected int16 samples (as the dataset stores them), got {samples.dtype}")
+  n, m = audio.shape[0], other.shape[0]
+  start = int(rng.integers(0, n - window + 1)) if n > window else 0
+  fraction = start / (n - window) if n > window else 0.0
+  other_start = int(round(fraction * (m - window))) if m > window else 0
+  a, a_len = _window_at(audio, start, window)
+  b, b_len = _window_at(other, other_start, window)
+  return np.stack([a, b]), np.array([a_len, b_len], np.int32)
+
+
 def group_of(attributes: dict[str, Any], record_id: str) -> np.int32:
   """A 31-bit id of the record's composition (its id when it has none)."""
   name = str(attributes.get("composition") or record_id)
@@ -97,33 +134,78 @@ def _as_str(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-class MakePair(grain.transforms.RandomMap):
-  """TFDS record -> {"audio": [2, window] int16, "audio_length": [2], "group"}."""
+POSITIVES = ("adjacent", "rendition")
 
-  def __init__(self, window_seconds: float, sample_rate: int):
+
+class MakePair(grain.transforms.RandomMap):
+  """TFDS record -> {"audio": [2, window] int16, "audio_length": [2], "group"}.
+
+  positive="adjacent": the two windows are back to back in the record
+  (`pair_windows`). positive="rendition": the second window is the same
+  stretch of another recording of the record's composition in the same split
+  (`rendition_windows`; one drawn uniformly when there are several), so the
+  pair shares the piece but not its rendering (soundfont, ensemble, tempo,
+  key, recording chain); a record whose composition has no other recording
+  in the split falls back to its adjacent windows. `source` is the split's
+  data source, needed for "rendition" only.
+  """
+
+  def __init__(self, window_seconds: float, sample_rate: int, positive: str = "adjacent",
+               source=None):
+    if positive not in POSITIVES:
+      raise ValueError(f"positive={positive!r}; known: {POSITIVES}")
+    if positive == "rendition" and source is None:
+      raise ValueError('positive="rendition" needs the split\'s data source')
     self.window = int(round(window_seconds * sample_rate))
+    self.positive = positive
+    self._source = source if positive == "rendition" else None
+    self.renditions: dict[int, list[tuple[int, str]]] = {}
+    if self._source is not None:
+      self.renditions = renditions_of(self._source)
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator):
-    audio, lengths = pair_windows(np.asarray(element["audio"]), self.window, rng)
-    attributes = json.loads(_as_str(element["attributes"]))
-    return {"audio": audio, "audio_length": lengths,
-            "group": group_of(attributes, _as_str(element["id"]))}
+    record_id = _as_str(element["id"])
+    group = group_of(json.loads(_as_str(element["attributes"])), record_id)
+    audio = np.asarray(element["audio"])
+    others = [i for i, other_id in self.renditions.get(int(group), []) if other_id != record_id]
+    if others:
+      other = self._source[others[int(rng.integers(len(others)))]]["audio"]
+      pair, lengths = rendition_windows(audio, np.asarray(other), self.window, rng)
+    else:
+      pair, lengths = pair_windows(audio, self.window, rng)
+    return {"audio": pair, "audio_length": lengths, "group": group}
 
 
-def make_loader(dataset_path: str, split: str, options: pipeline.PipelineOptions):
-  """A grain DataLoader of adjacent-window pairs over one split (see `MakePair`).
+def renditions_of(source) -> dict[int, list[tuple[int, str]]]:
+  """{composition group: [(index, id)] of the source's records of it} (see `group_of`)."""
+  groups: dict[int, list[tuple[int, str]]] = {}
+  for i in range(len(source)):
+    record = source[i]
+    record_id = _as_str(record["id"])
+    group = group_of(json.loads(_as_str(record["attributes"])), record_id)
+    groups.setdefault(int(group), []).append((i, record_id))
+  return groups
+
+
+def make_loader(dataset_path: str, split: str, options: pipeline.PipelineOptions,
+                positive: str = "adjacent"):
+  """A grain DataLoader of window pairs over one split (see `MakePair`).
 
   `options.window_seconds` is the length of each of the two windows; the
   other options mean what they mean for `pipeline.make_loader` (texts aside).
   """
+  source = builder.open_split(dataset_path, split) if positive == "rendition" else None
   return pipeline.make_loader(
       dataset_path, split, options,
-      example=lambda options, sample_rate: MakePair(options.window_seconds, sample_rate))
+      example=lambda options, sample_rate: MakePair(options.window_seconds, sample_rate,
+                                                    positive, source))
 
 
 def make_loaders(config: ml_collections.ConfigDict, split: str, *, train: bool):
   """This host's pair loaders, one per input shard it owns."""
-  return loop.shard_loaders(config, split, train, make_loader)
+  positive = config.adversarial.get("positive", "adjacent")
+  return loop.shard_loaders(config, split, train,
+                            functools.partial(make_loader, positive=positive))
 
 
 # ---------------------------------------------------------------- losses ----
@@ -238,6 +320,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"adversarial.form={adv.form!r}; known: {FORMS}")
   if adv.metric not in METRICS:
     raise ValueError(f"adversarial.metric={adv.metric!r}; known: {METRICS}")
+  if adv.get("positive", "adjacent") not in POSITIVES:
+    raise ValueError(f"adversarial.positive={adv.positive!r}; known: {POSITIVES}")
   if adv.form == "adjacency" and adv.metric != "euclidean":
     raise ValueError("adversarial.metric applies to the dssm form only (the adjacency "
                      "form's classifier reads the two embeddings as they are)")

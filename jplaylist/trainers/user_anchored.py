@@ -298,10 +298,12 @@ def build_model(config: ml_collections.ConfigDict, world: World) -> model_lib.Mo
                          channels=tuple(m.channels))
 
 
-def init_params(model: model_lib.Model, world: World, rng: jax.Array):
+def init_variables(model: model_lib.Model, world: World, rng: jax.Array) -> dict[str, Any]:
+  """{"params", "batch_stats"} of a freshly initialised model."""
   window = int(round(model.window_seconds * world.sample_rate))
   users = {k: jnp.asarray(v) for k, v in world.user_features(np.zeros(1, np.int32)).items()}
-  return model.init(rng, users, jnp.zeros((1, window), jnp.int16))["params"]
+  variables = model.init(rng, users, jnp.zeros((2, window), jnp.int16))
+  return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -322,22 +324,36 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 # ---------------------------------------------------------- update step ----
 def make_step_functions(config: ml_collections.ConfigDict, model: model_lib.Model,
                         optimizer: optax.GradientTransformation, schedule: optax.Schedule):
-  """(forward(params, batch) -> (loss, metrics), update(state, batch, rng)), pure."""
+  """(forward, update(state, batch, rng)), pure.
+
+  forward(params, batch_stats, batch, train) -> (loss, (metrics, batch_stats)):
+  in training the audio branch centres on the batch's mean and returns the
+  updated running mean; otherwise it uses the running mean.
+  """
   accumulation = max(1, config.optimizer.get("accumulation_steps", 1))
 
-  def forward(params, batch):
+  def forward(params, batch_stats, batch, train):
     audio = batch["audio"]                                    # [B, 1 + n, W]
     size, tracks = audio.shape[:2]
-    users = model.apply({"params": params}, batch, method=model_lib.Model.embed_users)
-    embedded = model.apply({"params": params}, audio.reshape(size * tracks, -1),
-                           method=model_lib.Model.embed_audio).reshape(size, tracks, -1)
-    return objective(config, model_lib.cosine(users[:, None, :], embedded))
+    variables = {"params": params, "batch_stats": batch_stats}
+    users = model.apply(variables, batch, method=model_lib.Model.embed_users)
+    flat = audio.reshape(size * tracks, -1)
+    if train:
+      embedded, updated = model.apply(variables, flat, True, method=model_lib.Model.embed_audio,
+                                      mutable=["batch_stats"])
+      batch_stats = updated["batch_stats"]
+    else:
+      embedded = model.apply(variables, flat, method=model_lib.Model.embed_audio)
+    scores = model_lib.cosine(users[:, None, :], embedded.reshape(size, tracks, -1))
+    loss, metrics = objective(config, scores)
+    return loss, (metrics, batch_stats)
 
   def update(state: loop.TrainState, batch, rng):
     del rng  # nothing random on device: the input drew the windows and negatives
-    (loss, metrics), grads = jax.value_and_grad(forward, has_aux=True)(state.params, batch)
+    (loss, (metrics, batch_stats)), grads = jax.value_and_grad(forward, has_aux=True)(
+        state.params, state.batch_stats, batch, True)
     state, step_metrics = loop.apply_gradients(state, grads, loss, optimizer, schedule,
-                                               accumulation)
+                                               accumulation, batch_stats=batch_stats)
     return state, dict(metrics, **step_metrics)
 
   return forward, update
@@ -355,9 +371,10 @@ def make_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
   forward, update = make_step_functions(config, model, optimizer, schedule)
 
   def init_state(rng):
-    params = init_params(model, world, rng)
-    return loop.TrainState(step=jnp.zeros([], jnp.int32), params=params, batch_stats={},
-                           opt_state=optimizer.init(params))
+    variables = init_variables(model, world, rng)
+    return loop.TrainState(step=jnp.zeros([], jnp.int32), params=variables["params"],
+                           batch_stats=variables["batch_stats"],
+                           opt_state=optimizer.init(variables["params"]))
 
   def make_loaders(split, train):
     part = "train" if train else split
@@ -366,7 +383,8 @@ def make_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
         lambda path, part, options: make_loader(world, part, options, config.loss.negatives))
 
   def eval_step(state, batch):
-    return forward(state.params, batch)[1]
+    loss, (metrics, _) = forward(state.params, state.batch_stats, batch, False)
+    return dict(metrics, loss=loss)
 
   def eval_report(results):
     return results, (f"eval loss {results['loss']:.4f}, liked above all "
@@ -395,8 +413,13 @@ def eval_summary(result: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------ inference ----
 def restore(workdir: str, step: int | None = None, world: World | None = None):
-  """(model, params, config, world) of a trained run (the world rebuilt from its config)."""
+  """(model, variables {"params", "batch_stats"}, config, world) of a trained
+  run (the world rebuilt from its config)."""
   state, saved = checkpoint_lib.restore_on_host(workdir, step)
   config = ml_collections.ConfigDict(saved)
   world = world or build_world(config)
-  return build_model(config, world), state["params"], config, world
+  variables = {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
+  if not variables["batch_stats"]:
+    raise ValueError(f"{workdir}: the checkpoint has no running mean of the audio "
+                     "branch (a run from before it was centred): train it again")
+  return build_model(config, world), variables, config, world

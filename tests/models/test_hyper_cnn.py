@@ -10,6 +10,7 @@ from configs import hyper_image_genre
 from jplaylist.models import hyper_cnn
 from jplaylist.trainers import optimizer as optimizer_lib
 from tests.trainers.test_classifier import _tones
+from tests.trainers.test_classifier import tone_config
 from tests.trainers.test_classifier import train_on_tones
 
 
@@ -23,10 +24,7 @@ def test_local_response_norm_matches_its_formula():
 
 
 def _config():
-  config = hyper_image_genre.get_config("runlocal=True")
-  config.labels.classes = ("low", "high")
-  config.input.window_seconds = 1.0
-  return config
+  return tone_config(hyper_image_genre.get_config("runlocal=True"))
 
 
 def test_layers_and_outputs_are_the_papers():

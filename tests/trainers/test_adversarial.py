@@ -1,6 +1,7 @@
 """The self-supervised adversarial trainer (issue 14) and its report's figures.
 
-Pairs of windows are adjacent slices of the recording; the DSSM, adjacency
+Pairs of windows are adjacent slices of the recording, or the same stretch
+of two renditions of a composition; the DSSM, adjacency
 and adversarial losses equal numpy's; the report's statistics equal
 scikit-learn's and scipy's (AUC, average precision) or a direct numpy
 computation (MMD); a run resumes exactly with its three optimizers; without
@@ -45,6 +46,58 @@ def test_pair_windows_are_back_to_back_slices():
   assert not pair[0, 750:].any() and not pair[1, 751:].any()
   with pytest.raises(ValueError, match="int16"):
     adversarial.pair_windows(audio.astype(np.float32), 100, rng)
+
+
+def test_rendition_windows_take_the_same_stretch_of_the_other_recording():
+  audio = np.arange(10_000, dtype=np.int16)
+  other = (20_000 + np.arange(5_000)).astype(np.int16)
+  rng = np.random.default_rng(0)
+  for _ in range(50):
+    pair, lengths = adversarial.rendition_windows(audio, other, 1_000, rng)
+    start = int(pair[0, 0])
+    other_start = int(pair[1, 0]) - 20_000
+    np.testing.assert_array_equal(pair[0], audio[start:start + 1_000])
+    np.testing.assert_array_equal(pair[1], other[other_start:other_start + 1_000])
+    # The same fraction of each recording's playable length.
+    assert other_start == round(start / 9_000 * 4_000)
+    assert lengths.tolist() == [1_000, 1_000]
+  # A rendition shorter than a window: its start, zero-padded.
+  pair, lengths = adversarial.rendition_windows(audio, other[:600], 1_000, rng)
+  assert lengths.tolist() == [1_000, 600]
+  np.testing.assert_array_equal(pair[1, :600], other[:600])
+  assert not pair[1, 600:].any()
+  with pytest.raises(ValueError, match="int16"):
+    adversarial.rendition_windows(audio, other.astype(np.float32), 100, rng)
+
+
+def _record(record_id, composition, value, n=4_000):
+  return {"id": record_id.encode(), "attributes": json.dumps({"composition": composition}),
+          "audio": np.full(n, value, np.int16)}
+
+
+def test_a_rendition_pair_is_never_the_record_itself_and_falls_back_when_alone():
+  source = [_record("a1", "A", 1), _record("a2", "A", 2), _record("a3", "A", 3),
+            _record("b1", "B", 4)]
+  make = adversarial.MakePair(window_seconds=0.1, sample_rate=10_000, positive="rendition",
+                              source=source)
+  assert make.window == 1_000
+  rng = np.random.default_rng(1)
+  partners = set()
+  for _ in range(60):
+    out = make.random_map(source[0], rng)
+    assert out["audio"][0, 0] == 1 and out["audio"][1, 0] in (2, 3)
+    assert out["group"] == adversarial.group_of({"composition": "A"}, "a1")
+    partners.add(int(out["audio"][1, 0]))
+  assert partners == {2, 3}   # either other rendition, never a1 itself
+  # "B" has one recording: its adjacent windows.
+  out = make.random_map(source[3], rng)
+  assert (out["audio"] == 4).all() and out["audio_length"].tolist() == [1_000, 1_000]
+  adjacent = adversarial.MakePair(window_seconds=0.1, sample_rate=10_000)
+  assert (adjacent.random_map(source[0], rng)["audio"] == 1).all()
+  with pytest.raises(ValueError, match="known"):
+    adversarial.MakePair(0.1, 10_000, positive="cover")
+  with pytest.raises(ValueError, match="data source"):
+    adversarial.MakePair(0.1, 10_000, positive="rendition")
 
 
 def test_the_composition_is_the_group():
@@ -236,8 +289,38 @@ def test_without_the_prior_the_discriminator_never_moves(tiny_demo, tmp_path):
   assert "discriminator_loss" not in rows[-1] and np.isfinite(rows[-1]["loss"])
 
 
+def _find(haystack: np.ndarray, needle: np.ndarray) -> int:
+  """The sample offset of `needle` in `haystack`, or -1."""
+  for offset in np.flatnonzero(haystack[:len(haystack) - len(needle) + 1] == needle[0]):
+    if np.array_equal(haystack[offset:offset + len(needle)], needle):
+      return int(offset)
+  return -1
+
+
+def test_rendition_batches_pair_two_recordings_of_one_composition(tiny_demo):
+  from jplaylist.data import builder   # pylint: disable=g-import-not-at-top
+  config = _config(adversarial_dssm, tiny_demo[2], "positive=rendition")
+  config.input.worker_count = 0
+  batch = next(iter(adversarial.make_loaders(config, "train", train=True)[0]))
+  source = builder.open_split(builder.dataset_path(tiny_demo[2], config.input.dataset), "train")
+  records = [source[i] for i in range(len(source))]
+  groups = [adversarial.group_of(json.loads(r["attributes"]), r["id"].decode()) for r in records]
+  paired = 0
+  for audio, lengths, group in zip(batch["audio"], batch["audio_length"], batch["group"]):
+    mine = [i for i, g in enumerate(groups) if g == group]
+    assert mine
+    a_from = [i for i in mine if _find(np.asarray(records[i]["audio"]), audio[0, :lengths[0]]) >= 0]
+    b_from = [i for i in mine if _find(np.asarray(records[i]["audio"]), audio[1, :lengths[1]]) >= 0]
+    assert a_from and b_from
+    if len(mine) > 1:
+      assert not set(a_from) & set(b_from)   # two different renditions
+      paired += 1
+  assert paired > 0
+
+
 def test_bad_settings_are_refused(tiny_demo):
-  for arg, message in (("metric=cosine", "dssm form only"), ("metric=manhattan", "known")):
+  for arg, message in (("metric=cosine", "dssm form only"), ("metric=manhattan", "known"),
+                       ("positive=cover", "positive='cover'")):
     with pytest.raises(ValueError, match=message):
       adversarial.make_task(_config(adversarial_adjacency, tiny_demo[2], arg), None)
   config = _config(adversarial_dssm, tiny_demo[2])

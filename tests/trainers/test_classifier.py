@@ -56,9 +56,17 @@ def test_losses_and_accuracies_match_numpy():
   np.testing.assert_allclose(metrics["accuracy"], np.mean((p > 0.5) == (multi_hot > 0.5)))
 
 
+def tone_config(config):
+  """`config` set for `_tones`: the classes ("low", "high") over 1-s windows."""
+  config.labels.classes = ("low", "high")
+  config.input.window_seconds = 1.0
+  return config
+
+
 def train_on_tones(config, steps):
-  """A classifier of `config` (2 classes, 1-s windows) trained `steps` steps on
+  """A classifier of `config`, set by `tone_config`, trained `steps` steps on
   `_tones` batches of 16: (model, forward, state)."""
+  tone_config(config)
   config.optimizer.learning_rate = 3e-3
   config.optimizer.warmup_steps = 0
   model = classifier.build_model(config)
@@ -75,8 +83,6 @@ def train_on_tones(config, steps):
 
 def test_two_tone_classes_are_learned_well_above_chance():
   config = highlights_config.get_config("runlocal=True")
-  config.labels.classes = ("low", "high")
-  config.input.window_seconds = 1.0
   model, forward, state = train_on_tones(config, 60)
   assert isinstance(model, crnn.Model)
   test = _tones(np.random.default_rng(123), 128, 1.0)
@@ -177,8 +183,6 @@ def test_a_compute_dtype_other_than_float32_is_refused():
 
 def test_the_mresnet_comparison_learns_tones_and_updates_its_batch_statistics():
   config = hyper_image_genre.get_config("runlocal=True,model=mresnet")
-  config.labels.classes = ("low", "high")
-  config.input.window_seconds = 1.0
   model, forward, state = train_on_tones(config, 30)
   assert isinstance(model, log_mel_classifier.Model)
   initial = classifier.init_variables(model, config, jax.random.key(0))["batch_stats"]

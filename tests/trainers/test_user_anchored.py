@@ -94,16 +94,19 @@ def test_a_planted_problem_is_learned_above_chance():
   optimizer, schedule = optimizer_lib.make(config.optimizer)
   forward, update = user_anchored.make_step_functions(config, model, optimizer, schedule)
   example = batch(2)
-  params = model.init(jax.random.key(0), {k: v for k, v in example.items() if k != "audio"},
-                      jnp.zeros((1, window), jnp.int16))["params"]
-  state = loop.TrainState(step=jnp.zeros([], jnp.int32), params=params, batch_stats={},
-                          opt_state=optimizer.init(params))
+  variables = model.init(jax.random.key(0),
+                         {k: v for k, v in example.items() if k != "audio"},
+                         jnp.zeros((2, window), jnp.int16))
+  state = loop.TrainState(step=jnp.zeros([], jnp.int32), params=variables["params"],
+                          batch_stats=variables["batch_stats"],
+                          opt_state=optimizer.init(variables["params"]))
   update = jax.jit(update)
   held_out = batch(64)
-  before = float(jax.jit(forward)(state.params, held_out)[1]["accuracy"])
+  accuracy = jax.jit(lambda s, b: forward(s.params, s.batch_stats, b, False)[1][0]["accuracy"])
+  before = float(accuracy(state, held_out))
   for _ in range(30):
     state, _ = update(state, batch(8), jax.random.key(0))
-  after = float(jax.jit(forward)(state.params, held_out)[1]["accuracy"])
+  after = float(accuracy(state, held_out))   # with the running statistics
   assert after >= 0.9, (before, after)
 
 
@@ -140,9 +143,13 @@ def test_a_run_in_two_phases_equals_one_run(tiny_demo, tmp_path):
   for x, y in zip(jax.tree_util.tree_leaves((a["params"], a["opt_state"])),
                   jax.tree_util.tree_leaves((b["params"], b["opt_state"])), strict=True):
     np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+  for x, y in zip(jax.tree_util.tree_leaves(a["batch_stats"]),
+                  jax.tree_util.tree_leaves(b["batch_stats"]), strict=True):
+    np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
   initial = user_anchored.restore(straight, step=2)[1]
-  assert any(not np.allclose(x, y) for x, y in zip(jax.tree_util.tree_leaves(initial),
-                                                   jax.tree_util.tree_leaves(a["params"])))
+  for kind in ("params", "batch_stats"):   # steps 3-4 moved both
+    assert any(not np.allclose(x, y) for x, y in zip(jax.tree_util.tree_leaves(initial[kind]),
+                                                     jax.tree_util.tree_leaves(a[kind])))
   for x, y in zip(summary.read_metrics(straight), summary.read_metrics(phased), strict=True):
     np.testing.assert_allclose(x["loss"], y["loss"], rtol=0, atol=1e-6)
 
