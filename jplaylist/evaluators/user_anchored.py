@@ -4,7 +4,10 @@ A user's score for a track is the cosine of the user's embedding and the
 track's audio embedding (the mean of `track_windows` evenly spaced windows,
 each L2-normalised). Per part of the interactions (`session.users.split`):
 
-  AUC           liked vs disliked, per user (the users with both), averaged;
+  AUC           liked vs disliked, per user (the users with both), averaged,
+                with its standard error over those users (a held-out part
+                has a handful of interactions per user: the error says how
+                far from 0.5 is more than noise);
   precision@k   the share of liked tracks among a user's k best-scored
                 interactions of the part (users with at least k), averaged,
                 beside the same users' liked share (what a random order gets);
@@ -74,8 +77,9 @@ def per_user_metrics(scores: np.ndarray, liked: np.ndarray, user: np.ndarray, k:
     k: of precision@k.
 
   Returns:
-    {"auc", "auc_users", "precision", "precision_random", "precision_users",
-    "interactions"}; NaN where no user qualifies.
+    {"auc", "auc_se" (standard error of the mean over users), "auc_users",
+    "precision", "precision_random", "precision_users", "interactions"}; NaN
+    where no user qualifies (and "auc_se" where fewer than two do).
   """
   aucs, precision, base = [], [], []
   for u in np.unique(user):
@@ -88,7 +92,8 @@ def per_user_metrics(scores: np.ndarray, liked: np.ndarray, user: np.ndarray, k:
       precision.append(float(liked[mine][top].mean()))
       base.append(float(liked[mine].mean()))
   mean = lambda x: float(np.mean(x)) if x else float("nan")
-  return {"auc": mean(aucs), "auc_users": len(aucs), "precision": mean(precision),
+  se = float(np.std(aucs, ddof=1) / math.sqrt(len(aucs))) if len(aucs) > 1 else float("nan")
+  return {"auc": mean(aucs), "auc_se": se, "auc_users": len(aucs), "precision": mean(precision),
           "precision_random": mean(base), "precision_users": len(precision),
           "interactions": int(len(scores))}
 
@@ -229,17 +234,18 @@ def report_markdown(results: dict[str, dict[str, Any]], config, workdir: str, st
   variant = (f"loss={config.loss.kind}, negatives={config.loss.negatives}, "
              f"user={config.model.user}, window={config.input.window_seconds:g} s")
   lines = [f"# User-anchored metric learning: {workdir} (step {step})", "", variant, "",
-           f"Per-user liked/disliked AUC and precision@{k} (random order: the liked share).", "",
-           "| model | part | users | interactions | AUC | precision@k | random |",
-           "|---|---|---|---|---|---|---|"]
+           f"Per-user liked/disliked AUC (± its standard error over users) and precision@{k} "
+           "(random order: the liked share).", "",
+           "| model | part | users | interactions | AUC | ± s.e. | precision@k | random |",
+           "|---|---|---|---|---|---|---|---|"]
   for name, parts in results.items():
     for part in REPORTED_PARTS:
       m = parts[part]
       if m is None:
-        lines.append(f"| {name} | {part} | n/a | n/a | n/a | n/a | n/a |")
+        lines.append(f"| {name} | {part} | n/a | n/a | n/a | n/a | n/a | n/a |")
         continue
       lines.append(f"| {name} | {part} | {m['auc_users']} | {m['interactions']} | "
-                   f"{_cell(m['auc'])} | {_cell(m['precision'])} | "
+                   f"{_cell(m['auc'])} | {_cell(m.get('auc_se'))} | {_cell(m['precision'])} | "
                    f"{_cell(m['precision_random'])} |")
   ks = list(config.evaluation.fan_k)
   lines += ["", "New tracks: their fans among the k users closest to the track's audio "

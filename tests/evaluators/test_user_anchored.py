@@ -1,6 +1,7 @@
 """Figures of the user-anchored report (issue 16, items 4 and 5).
 
-The per-user AUC equals scikit-learn's averaged over users, ties included;
+The per-user AUC equals scikit-learn's averaged over users, ties included,
+and its standard error scipy's;
 precision@k and the fan recall equal brute-force counts; the random
 ranking's expectations equal an enumeration of every ranking.
 """
@@ -9,6 +10,7 @@ import itertools
 import math
 
 import numpy as np
+import scipy.stats
 from sklearn.metrics import roc_auc_score
 
 from jplaylist.evaluators import user_anchored as evaluator
@@ -43,6 +45,7 @@ def test_per_user_metrics_average_sklearn_and_brute_force_precision():
       precision.append(y[np.argsort(-s)[:3]].mean())
       base.append(y.mean())
   np.testing.assert_allclose(got["auc"], np.mean(aucs), rtol=1e-12)
+  np.testing.assert_allclose(got["auc_se"], scipy.stats.sem(aucs), rtol=1e-12)
   np.testing.assert_allclose(got["precision"], np.mean(precision), rtol=1e-12)
   np.testing.assert_allclose(got["precision_random"], np.mean(base), rtol=1e-12)
   assert got["auc_users"] == len(aucs) and got["precision_users"] == len(precision)
