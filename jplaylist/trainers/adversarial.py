@@ -177,7 +177,13 @@ class MakePair(grain.transforms.RandomMap):
 
 
 def renditions_of(source) -> dict[int, list[tuple[int, str]]]:
-  """{composition group: [(index, id)] of the source's records of it} (see `group_of`)."""
+  """{composition group: [(index, id)] of the source's records of it} (see `group_of`).
+
+  Reads every record of the source once (a record is stored whole, audio
+  included): a pass over the split when a rendition loader is made, 0.06 s for
+  the demo corpus's 419 training recordings, longer in proportion for a
+  large dataset.
+  """
   groups: dict[int, list[tuple[int, str]]] = {}
   for i in range(len(source)):
     record = source[i]
