@@ -147,13 +147,18 @@ def cut_window(audio: np.ndarray, window: int,
   if audio.dtype != np.int16:
     raise ValueError(f"expected int16 samples (as the dataset stores them), got {audio.dtype}")
   num_samples = audio.shape[0]
+  start = int(rng.integers(0, num_samples - window + 1)) if num_samples >= window else 0
+  return window_at(audio, start, window)
+
+
+def window_at(audio: np.ndarray, start: int, window: int) -> tuple[np.ndarray, np.int32]:
+  """`window` samples of `audio` from `start`, zero-padded at the end where the
+  recording ends first: (samples [window] int16, length of the real ones).
+  Only the window's samples are read from a memory-mapped `audio`."""
+  piece = audio[start:start + window]
   out = np.zeros(window, dtype=np.int16)
-  if num_samples >= window:
-    start = int(rng.integers(0, num_samples - window + 1))
-    out[:] = audio[start:start + window]
-    return out, np.int32(window)
-  out[:num_samples] = audio
-  return out, np.int32(num_samples)
+  out[:len(piece)] = piece
+  return out, np.int32(len(piece))
 
 
 def _as_str(value) -> str:

@@ -94,13 +94,6 @@ def pair_windows(audio: np.ndarray, window: int, rng: np.random.Generator
   return out, np.array([half, n - half], np.int32)
 
 
-def _window_at(audio: np.ndarray, start: int, window: int) -> tuple[np.ndarray, int]:
-  piece = np.asarray(audio[start:start + window])
-  out = np.zeros(window, np.int16)
-  out[:len(piece)] = piece
-  return out, len(piece)
-
-
 def rendition_windows(audio: np.ndarray, other: np.ndarray, window: int,
                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
   """A window of one recording and the same stretch of another rendition.
@@ -119,8 +112,8 @@ def rendition_windows(audio: np.ndarray, other: np.ndarray, window: int,
   start = int(rng.integers(0, n - window + 1)) if n > window else 0
   fraction = start / (n - window) if n > window else 0.0
   other_start = int(round(fraction * (m - window))) if m > window else 0
-  a, a_len = _window_at(audio, start, window)
-  b, b_len = _window_at(other, other_start, window)
+  a, a_len = pipeline.window_at(audio, start, window)
+  b, b_len = pipeline.window_at(other, other_start, window)
   return np.stack([a, b]), np.array([a_len, b_len], np.int32)
 
 
